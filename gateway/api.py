@@ -1,0 +1,79 @@
+"""/v1: read the unified state (a message's status and timeline, recent events) behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime, timezone
+from functools import partial
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from gateway.errors import Malformed, NotFound, Unauthorized
+from gateway.model import Status
+from gateway.sinks import Store
+
+MAX_LIMIT = 1000
+
+
+def api_routes(store: Store, token: str) -> list[Route]:
+    return [
+        Route("/v1/messages/{provider}/{message_id:path}", partial(get_message, store=store, token=token)),
+        Route("/v1/events", partial(list_events, store=store, token=token)),
+    ]
+
+
+def _authorize(request: Request, token: str) -> None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized("send Authorization: Bearer <server.api_token>")
+
+
+async def get_message(request: Request, *, store: Store, token: str) -> JSONResponse:
+    _authorize(request, token)
+    provider, message_id = request.path_params["provider"], request.path_params["message_id"]
+    current = await store.current(provider, message_id)
+    if current is None:
+        raise NotFound(f"no events for {provider} message {message_id}")
+    events = await store.timeline(provider, message_id)
+    return JSONResponse({
+        "provider": provider,
+        "message_id": message_id,
+        "status": current.status.value,
+        "provider_status": current.provider_status,
+        "final": current.final,
+        "updated_at": current.received_at,
+        "events": [event.to_json() for event in events],
+    })
+
+
+async def list_events(request: Request, *, store: Store, token: str) -> JSONResponse:
+    _authorize(request, token)
+    query = request.query_params
+    status = query.get("status") or None
+    if status is not None and status not in Status.__members__.values():
+        raise Malformed(f"status must be one of {', '.join(s.value for s in Status)}")
+    try:
+        limit = int(query.get("limit") or 100)
+    except ValueError:
+        raise Malformed("limit must be a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Malformed(f"limit must be between 1 and {MAX_LIMIT}")
+    events = await store.recent(
+        provider=query.get("provider") or None,
+        status=Status(status) if status else None,
+        since=parse_since(query.get("since")),
+        limit=limit,
+    )
+    return JSONResponse({"events": [event.to_json() for _, event in events]})
+
+
+def parse_since(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise Malformed("since must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

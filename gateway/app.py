@@ -1,0 +1,92 @@
+"""create_app(config): routes from the config, sinks opened in the lifespan, one refusal handler."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from gateway.api import api_routes
+from gateway.config import Config, load_config
+from gateway.errors import GatewayError, Unavailable
+from gateway.metrics import metrics_endpoint
+from gateway.sinks import Sink, Store, is_store, open_sink
+from gateway.webhook import receive_callback
+
+log = logging.getLogger("gateway")
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+
+
+def create_app(config: Config) -> Starlette:
+    sinks = [open_sink(sink) for sink in config.sinks]
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", partial(readyz, sinks=sinks)),
+        Route("/metrics", metrics_endpoint),
+    ]
+    for endpoint in config.endpoints:
+        adapter = endpoint.adapter()
+        handler = partial(receive_callback, endpoint=endpoint.name, path=endpoint.path,
+                          provider=adapter, sinks=sinks, server=config.server)
+        routes.append(Route(endpoint.path, handler, methods=list(adapter.methods)))
+    store = next((s for s in sinks if is_store(s)), None)
+    if config.server.api_token and store is not None:
+        routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            for sink in sinks:
+                await sink.open()
+                stack.push_async_callback(sink.close)  # closed in reverse: flushed before exit
+            yield
+
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={GatewayError: refuse, HTTPException: refuse_http},  # type: ignore[dict-item]
+    )
+    app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
+    app.state.config = config
+    app.state.store = store
+    return app
+
+
+def app_from_environment() -> Starlette:
+    """Factory for uvicorn (`--workers N` needs an import string): the config named by $GATEWAY_CONFIG."""
+    from gateway.logs import configure_logging
+
+    config = load_config(os.environ["GATEWAY_CONFIG"])
+    configure_logging(config.server.log_level, config.server.log_format)
+    return create_app(config)
+
+
+async def refuse(request: Request, exc: GatewayError) -> Response:
+    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
+    return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=exc.status, headers=headers)
+
+
+async def refuse_http(request: Request, exc: HTTPException) -> Response:
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return JSONResponse({"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request, *, sinks: list[Sink]) -> Response:
+    states = {type(sink).__name__: await sink.ready() for sink in sinks}
+    ready = all(states.values())
+    return JSONResponse({"ready": ready, "sinks": states}, status_code=200 if ready else 503)
+
+
+__all__ = ["Store", "app_from_environment", "create_app"]

@@ -1,0 +1,287 @@
+"""The `status-gateway` command: serve, check, urls, simulate, status, tail."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import click
+import orjson
+
+from gateway import devmode
+from gateway.config import Config, load_config, read_document, required_variables, resolve_path
+from gateway.errors import ConfigError, GatewayError
+from gateway.model import Status, StatusEvent
+
+CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
+                             help="Path of config.yaml (default ./config.yaml, then $GATEWAY_CONFIG).")
+TWILIO_RETRY_FRAGMENT = "#rc=5&rp=all"
+
+
+@click.group()
+@click.version_option(package_name="status-gateway")
+def main() -> None:
+    """One verified, normalized webhook endpoint for Twilio and Vonage delivery statuses."""
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _load(config_path: str | None, *, dev_secrets: bool = False) -> Config:
+    """The config, with dev secrets from the dev file filling unset variables when asked."""
+    path = resolve_path(config_path)
+    env: dict[str, str] = dict(os.environ)
+    if dev_secrets:  # the real environment always wins over the dev file
+        env = {**devmode.read_dev_secrets(devmode.dev_file(path)), **{k: v for k, v in env.items() if v}}
+    try:
+        return load_config(path, env)
+    except ConfigError as exc:
+        _fail(str(exc))
+        raise  # unreachable
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("--host", help="Bind address (default: server.host).")
+@click.option("--port", type=int, help="Port (default: server.port; 0 picks a free one).")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--dev", is_flag=True,
+              help="Fill unset secrets with random development values kept in a 0600 file beside the config.")
+def serve(config_path: str | None, host: str | None, port: int | None, workers: int, dev: bool) -> None:
+    """Run the gateway under uvicorn."""
+    import uvicorn
+
+    from gateway.logs import configure_logging
+
+    path = resolve_path(config_path).resolve()
+    if dev:
+        try:
+            missing = devmode.unset(required_variables(read_document(path)))
+        except ConfigError as exc:
+            _fail(str(exc))
+        if missing:
+            secrets_path = devmode.dev_file(path)
+            os.environ.update(devmode.ensure_dev_secrets(secrets_path, missing))
+            click.secho(
+                f"\n  DEVELOPMENT MODE: {', '.join(sorted(missing))} not set in the environment.\n"
+                f"  Using random development secrets from {secrets_path} (mode 0600).\n"
+                "  Real provider callbacks will be refused; `status-gateway simulate` signs with these.\n"
+                "  Never use --dev in production: set the variables instead.\n",
+                fg="yellow", bold=True, err=True)
+    config = _load(str(path))
+    configure_logging(config.server.log_level, config.server.log_format)
+    os.environ["GATEWAY_CONFIG"] = str(path)
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        metrics_dir = tempfile.mkdtemp(prefix="status-gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every worker adds to one set of totals
+    try:
+        uvicorn.run(
+            "gateway.app:app_from_environment", factory=True,
+            host=host or config.server.host, port=config.server.port if port is None else port,
+            workers=workers, log_config=None, access_log=False, server_header=False,
+            proxy_headers=False, timeout_graceful_shutdown=30,
+        )
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+@main.command()
+@CONFIG_OPTION
+def check(config_path: str | None) -> None:
+    """Validate the config and list its endpoints and sinks."""
+    config = _load(config_path)
+    click.echo(f"config {config.path}: OK")
+    click.echo(f"public URL: {config.server.public_url or '(the request URL)'}")
+    for endpoint in config.endpoints:
+        click.echo(f"endpoint {endpoint.name}: {endpoint.provider} at {endpoint.path}")
+    for sink in config.sinks:
+        where = getattr(sink, "path", None) or "(dsn from the environment)"
+        click.echo(f"sink {sink.type}: {where}")
+    click.echo(f"/v1 API: {'on' if config.server.api_token else 'off (server.api_token is empty)'}")
+
+
+WHERE = {
+    "twilio": (
+        "Paste it as the status callback of a Messaging Service (Integration → Delivery Status Callback),\n"
+        "    or pass it as StatusCallback when creating a message, or as <Message action=\"…\"> in TwiML."
+    ),
+    "vonage": (
+        "Paste it as the Status URL (POST) of your Vonage application's Messages capability.\n"
+        "    Signed webhooks are on by default; signature_secret is the account's signature secret\n"
+        "    (Dashboard → API Settings)."
+    ),
+}
+
+
+@main.command()
+@CONFIG_OPTION
+def urls(config_path: str | None) -> None:
+    """Print each endpoint's public URL and where to set it at its provider."""
+    config = _load(config_path)
+    base = config.server.public_url or f"http://{config.server.host}:{config.server.port}"
+    if not config.server.public_url:
+        click.echo("server.public_url is not set: these URLs use the bind address; set the public one.\n")
+    for endpoint in config.endpoints:
+        url = base + endpoint.path
+        click.echo(f"{endpoint.name} ({endpoint.provider})\n  {url}\n    {WHERE[endpoint.provider]}")
+        if endpoint.provider == "twilio":
+            click.echo(
+                f"  With retries: {url}{TWILIO_RETRY_FRAGMENT}\n"
+                "    Twilio by default retries only a failed connection, once; a 503 from the gateway\n"
+                "    (store unavailable) would lose the status. This connection-override fragment makes\n"
+                "    Twilio retry up to 5 times on any failure. Twilio does not send or sign the fragment."
+            )
+        click.echo()
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("provider", type=click.Choice(["twilio", "vonage"]))
+@click.argument("status", required=False)
+@click.option("--endpoint", "endpoint_name", help="Endpoint name (default: the provider's first).")
+@click.option("--message-id", help="Message id (default: a new random one).")
+@click.option("--url", help="Where to send (default: the config's host and port).")
+@click.option("--error-code", help="Provider error code (default for failures: 30003 / 1250).")
+@click.option("--scenario", type=click.Choice(["lifecycle", "out-of-order", "duplicate", "failure"]),
+              help="Send a whole realistic sequence for one message.")
+def simulate(config_path: str | None, provider: str, status: str | None, endpoint_name: str | None,
+             message_id: str | None, url: str | None, error_code: str | None, scenario: str | None) -> None:
+    """Send correctly signed callbacks, as PROVIDER would, to a running gateway."""
+    import httpx
+
+    from gateway import simulate as sim
+
+    if not status and not scenario:
+        _fail("give a STATUS (e.g. delivered) or --scenario")
+    config = _load(config_path, dev_secrets=True)
+    try:
+        target = sim.target(config, provider, endpoint_name, url)
+    except ConfigError as exc:
+        _fail(str(exc))
+    message_id = message_id or sim.new_message_id(provider)
+    click.echo(f"{provider} message {message_id} → {target.send_url} (signed for {target.signed_url})")
+    failures = 0
+    with httpx.Client(timeout=10) as client:
+        for word, times in sim.plan(provider, scenario, status):
+            request = sim.build(target, word, message_id, error_code)
+            for _ in range(times):
+                try:
+                    answer = sim.send(client, request)
+                except httpx.HTTPError as exc:
+                    _fail(f"cannot reach {target.send_url}: {exc} (is `status-gateway serve` running?)")
+                click.echo(f"  sent {word:<13} {request.body.decode()[:160]}")
+                click.echo(f"  → {answer.status_code} {answer.text[:200]}")
+                failures += answer.status_code != 200
+    sys.exit(1 if failures else 0)
+
+
+@asynccontextmanager
+async def _store(config: Config) -> AsyncIterator[Any]:
+    from gateway.sinks import is_store, open_sink
+
+    for sink_config in config.sinks:
+        sink = open_sink(sink_config)
+        if is_store(sink):
+            await sink.open()
+            try:
+                yield sink
+            finally:
+                await sink.close()
+            return
+    raise ConfigError("no store (sqlite or postgres) among the configured sinks")
+
+
+def _event_line(event: StatusEvent) -> str:
+    error = f" error={event.error_code}" if event.error_code else ""
+    return (f"{event.received_at}  {event.provider:<7} {event.endpoint:<14} {event.message_id}  "
+            f"{event.status.value:<12} ({event.provider_status}){error}")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.argument("message_id")
+@click.option("--provider", type=click.Choice(["twilio", "vonage"]), help="Provider (default: whichever has it).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, as /v1/messages answers.")
+def status(config_path: str | None, message_id: str, provider: str | None, as_json: bool) -> None:
+    """Print a message's current status and its timeline."""
+    config = _load(config_path, dev_secrets=True)
+
+    async def read() -> tuple[str, StatusEvent, list[StatusEvent]] | None:
+        async with _store(config) as store:
+            for name in [provider] if provider else ["twilio", "vonage"]:
+                current = await store.current(name, message_id)
+                if current is not None:
+                    return name, current, await store.timeline(name, message_id)
+        return None
+
+    try:
+        found = asyncio.run(read())
+    except GatewayError as exc:
+        _fail(str(exc))
+    if found is None:
+        _fail(f"no events for message {message_id}")
+    name, current, events = found  # type: ignore[misc]
+    if as_json:
+        click.echo(orjson.dumps({
+            "provider": name, "message_id": message_id, "status": current.status.value,
+            "provider_status": current.provider_status, "final": current.final,
+            "updated_at": current.received_at, "events": [e.to_json() for e in events],
+        }, option=orjson.OPT_INDENT_2).decode())
+        return
+    final = "final" if current.final else "not final"
+    click.echo(f"{name} {message_id}: {current.status.value} ({final}; provider said {current.provider_status!r})")
+    click.echo(f"updated {current.received_at}\n")
+    click.echo(f"{'#':>3}  {'received_at':<27} {'status':<12} {'provider_status':<15} {'error':<6} occurred_at")
+    for index, event in enumerate(events, 1):
+        mark = "*" if event.id == current.id else " "
+        click.echo(f"{index:>3}{mark} {event.received_at:<27} {event.status.value:<12} "
+                   f"{event.provider_status:<15} {event.error_code or '-':<6} {event.occurred_at or '-'}")
+
+
+@main.command()
+@CONFIG_OPTION
+@click.option("-n", "count", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are stored.")
+@click.option("--provider", type=click.Choice(["twilio", "vonage"]))
+@click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]))
+@click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+def tail(config_path: str | None, count: int, follow: bool, provider: str | None,
+         status_filter: str | None, as_json: bool) -> None:
+    """Print the newest normalized events, oldest of them first."""
+    config = _load(config_path, dev_secrets=True)
+    wanted = Status(status_filter) if status_filter else None
+
+    def show(event: StatusEvent) -> None:
+        click.echo(orjson.dumps(event.to_json()).decode() if as_json else _event_line(event))
+
+    async def run() -> None:
+        async with _store(config) as store:
+            rows = await store.recent(provider=provider, status=wanted, limit=count)
+            last = rows[0][0] if rows else 0
+            for _, event in reversed(rows):
+                show(event)
+            sys.stdout.flush()
+            while follow:
+                await asyncio.sleep(0.5)  # polling the store: the gateway may be another process
+                rows = await store.recent(provider=provider, status=wanted, limit=1000, after_seq=last)
+                for seq, event in reversed(rows):
+                    show(event)
+                    last = max(last, seq)
+                sys.stdout.flush()
+
+    try:
+        asyncio.run(run())
+    except GatewayError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,47 @@
+"""Every Prometheus metric, defined once; /metrics renders them (all workers' in multiprocess mode)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+from starlette.requests import Request
+from starlette.responses import Response
+
+CALLBACKS = Counter(
+    "gateway_callbacks_total", "Provider callbacks by outcome (accepted, duplicate, invalid_signature, …)",
+    ["provider", "endpoint", "outcome"],
+)
+EVENTS = Counter("gateway_events_total", "New events stored, by normalized status", ["provider", "status"])
+UNKNOWN_STATUSES = Counter(
+    "gateway_unknown_statuses_total", "Callbacks whose provider status word is not in the status table",
+    ["provider", "provider_status"],
+)
+SINK_WRITE = Histogram(
+    "gateway_sink_write_seconds", "Time for a sink to take (commit) one event", ["sink"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+LAST_VERIFIED = Gauge(
+    "gateway_last_verified_callback_timestamp_seconds",
+    "Unix time of the last callback whose signature verified, per endpoint: a silent webhook shows here",
+    ["endpoint"], multiprocess_mode="max",
+)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        data = generate_latest(registry)
+    else:
+        data = generate_latest(REGISTRY)
+    return Response(data, media_type=CONTENT_TYPE_LATEST)

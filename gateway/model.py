@@ -1,0 +1,156 @@
+"""The normalized event of SPEC §4 and the one status table (rank, final)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class Status(StrEnum):
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    PARTIALLY_DELIVERED = "partially_delivered"
+    UNDELIVERED = "undelivered"
+    FAILED = "failed"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+    READ = "read"
+    UNKNOWN = "unknown"
+
+    @property
+    def rank(self) -> int:
+        return STATUS_TABLE[self][0]
+
+    @property
+    def final(self) -> bool:
+        return STATUS_TABLE[self][1]
+
+
+# (rank, final), as in SPEC §4's status table. A higher rank wins; `read` may follow a final status.
+STATUS_TABLE: dict[Status, tuple[int, bool]] = {
+    Status.ACCEPTED: (1, False),
+    Status.SCHEDULED: (1, False),
+    Status.QUEUED: (1, False),
+    Status.SENDING: (2, False),
+    Status.SENT: (3, False),
+    Status.DELIVERED: (4, True),
+    Status.PARTIALLY_DELIVERED: (4, True),
+    Status.UNDELIVERED: (4, True),
+    Status.FAILED: (4, True),
+    Status.REJECTED: (4, True),
+    Status.EXPIRED: (4, True),
+    Status.CANCELED: (4, True),
+    Status.READ: (5, True),
+    Status.UNKNOWN: (0, False),
+}
+
+
+def utc_iso(moment: datetime) -> str:
+    """Fixed-width ISO 8601 UTC, so that stored timestamps also compare correctly as text."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_id(
+    provider: str,
+    account: str | None,
+    message_id: str,
+    provider_status: str,
+    error_code: str | None,
+    occurred_at: str | None,
+) -> str:
+    """Same provider callback → same id (a retry is stored once); a new status never collides."""
+    parts = (provider, account or "", message_id, provider_status, error_code or "", occurred_at or "")
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StatusEvent:
+    provider: str
+    endpoint: str
+    message_id: str
+    status: Status
+    provider_status: str
+    error_code: str | None = None
+    error_message: str | None = None
+    to: str | None = None
+    sender: str | None = None
+    channel: str | None = None
+    account: str | None = None
+    occurred_at: str | None = None
+    received_at: str
+    raw: dict[str, Any] = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            computed = event_id(
+                self.provider, self.account, self.message_id,
+                self.provider_status, self.error_code, self.occurred_at,
+            )
+            object.__setattr__(self, "id", computed)
+
+    @property
+    def final(self) -> bool:
+        return self.status.final
+
+    @property
+    def precedence(self) -> tuple[int, str, str]:
+        """SPEC §4: highest rank, then later `occurred_at`, then later `received_at` is current."""
+        return (self.status.rank, self.occurred_at or "", self.received_at)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "provider": self.provider,
+            "endpoint": self.endpoint,
+            "message_id": self.message_id,
+            "status": self.status.value,
+            "provider_status": self.provider_status,
+            "final": self.final,
+            "error_code": self.error_code,
+            "error_message": self.error_message,
+            "to": self.to,
+            "from": self.sender,
+            "channel": self.channel,
+            "account": self.account,
+            "occurred_at": self.occurred_at,
+            "received_at": self.received_at,
+            "raw": self.raw,
+        }
+
+    def dumps(self) -> bytes:
+        return orjson.dumps(self.to_json())
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StatusEvent:
+        return cls(
+            id=data["id"],
+            provider=data["provider"],
+            endpoint=data["endpoint"],
+            message_id=data["message_id"],
+            status=Status(data["status"]),
+            provider_status=data["provider_status"],
+            error_code=data.get("error_code"),
+            error_message=data.get("error_message"),
+            to=data.get("to"),
+            sender=data.get("from"),
+            channel=data.get("channel"),
+            account=data.get("account"),
+            occurred_at=data.get("occurred_at"),
+            received_at=data["received_at"],
+            raw=data.get("raw") or {},
+        )
+
+    @classmethod
+    def loads(cls, text: bytes | str) -> StatusEvent:
+        return cls.from_json(orjson.loads(text))

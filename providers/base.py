@@ -1,0 +1,76 @@
+"""What every provider adapter is: verify an Inbound request, then parse it into a StatusEvent."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Any, ClassVar, Protocol
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
+
+from gateway.model import StatusEvent
+
+Fields = Mapping[str, Any]  # the provider's payload, already authenticated
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One callback as the provider sent it; built once in webhook.py, no Starlette types inside."""
+
+    method: str
+    url: str  # the URL the provider signed: public_url + path + raw query
+    headers: Mapping[str, str]  # lower-cased names; a repeated header is joined with ", "
+    body: bytes
+    received_at: datetime  # injected "now", so replay windows are testable without freezing time
+    query: str = ""  # raw query string, as received
+
+
+@dataclass(frozen=True, slots=True)
+class SampleRequest:
+    """A request as the provider would send it, for `status-gateway simulate`."""
+
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Provider(Protocol):
+    name: ClassVar[str]
+    ack: ClassVar[tuple[bytes, str]]  # (body, media type) the provider expects on success
+    methods: ClassVar[tuple[str, ...]]
+    media_types: ClassVar[frozenset[str]]  # accepted Content-Types for a POST
+
+    def verify(self, inbound: Inbound) -> Fields:
+        """Prove the request came from the provider; return the authenticated fields.
+
+        Raises InvalidSignature, InvalidToken, Unsigned or Malformed. Nothing is parsed before this.
+        """
+        ...
+
+    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+        """The normalized event; None for a callback that is not a delivery status. Raises Malformed."""
+        ...
+
+
+def _as_tuple(value: Any) -> Any:
+    if isinstance(value, str):
+        return (value,)
+    return value
+
+
+def _non_empty(values: tuple[str, ...]) -> tuple[str, ...]:
+    if not values or any(not v for v in values):
+        raise ValueError("secret is missing or empty")
+    return values
+
+
+# A secret field takes a string or a list of strings (rotation: every one is tried).
+Secrets = Annotated[tuple[str, ...], BeforeValidator(_as_tuple), AfterValidator(_non_empty)]
+
+
+class Settings(BaseModel):
+    """Base of each provider's own endpoint keys; unknown keys are a start-up error, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)

@@ -1,0 +1,236 @@
+"""Twilio message status callbacks, verified with the SDK's RequestValidator.
+
+Signature scheme: https://www.twilio.com/docs/usage/webhooks/webhooks-security
+Callback fields:  https://www.twilio.com/docs/messaging/guides/track-outbound-message-status
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+from urllib.parse import parse_qsl, urlencode
+
+import orjson
+from pydantic import Field
+from starlette.datastructures import ImmutableMultiDict
+from twilio.request_validator import (
+    HMAC_SHA1,
+    HMAC_SHA256,
+    RequestValidator,
+    get_signature_algorithm,
+)
+
+from gateway.errors import InvalidSignature, Malformed
+from gateway.model import Status, StatusEvent, utc_iso
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+
+STATUSES: dict[str, Status] = {
+    "accepted": Status.ACCEPTED,
+    "scheduled": Status.SCHEDULED,
+    "queued": Status.QUEUED,
+    "sending": Status.SENDING,
+    "sent": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "partially_delivered": Status.PARTIALLY_DELIVERED,
+    "undelivered": Status.UNDELIVERED,
+    "failed": Status.FAILED,
+    "canceled": Status.CANCELED,
+    "read": Status.READ,
+}
+
+# Inbound-message states: answered 200 and counted, never stored as a delivery status.
+NOT_A_STATUS = frozenset({"receiving", "received"})
+
+# https://www.twilio.com/docs/api/errors: the codes a status callback carries most often.
+ERRORS: dict[str, str] = {
+    "30001": "Queue overflow",
+    "30002": "Account suspended",
+    "30003": "Unreachable destination handset",
+    "30004": "Message blocked",
+    "30005": "Unknown destination handset",
+    "30006": "Landline or unreachable carrier",
+    "30007": "Message filtered by the carrier",
+    "30008": "Unknown error",
+    "30009": "Missing inbound segment",
+    "30010": "Message price exceeds max price",
+}
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+ACK = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+class TwilioSettings(Settings):
+    auth_token: Secrets
+    # SharedKey signing (Webhooks API, public beta): {sharedKeyId: secret}.
+    shared_keys: dict[str, str] = Field(default_factory=dict)
+
+
+class Twilio:
+    name: ClassVar[str] = "twilio"
+    ack: ClassVar[tuple[bytes, str]] = (ACK, "text/xml")
+    methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
+    media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
+    Settings: ClassVar[type[TwilioSettings]] = TwilioSettings
+
+    def __init__(self, endpoint: str, settings: TwilioSettings) -> None:
+        self.endpoint = endpoint
+        self._validators = tuple(RequestValidator(token) for token in settings.auth_token)
+        self._shared_keys = {key: RequestValidator(secret) for key, secret in settings.shared_keys.items()}
+
+    def verify(self, inbound: Inbound) -> Fields:
+        signature = inbound.headers.get("x-twilio-signature")
+        if not signature:
+            raise InvalidSignature("missing X-Twilio-Signature header")
+        validators, algorithm = self._signers(inbound.headers.get("x-twilio-webhooks-signature-settings"))
+        signed, fields = _signed_params(inbound)
+        # Every configured token is tried: during a rotation both the old and the new one sign.
+        if not any(v.validate(inbound.url, signed, signature, algorithm) for v in validators):
+            raise InvalidSignature(
+                f"signature does not match {inbound.url} (check server.public_url and the auth token)"
+            )
+        return fields
+
+    def _signers(self, settings_header: str | None) -> tuple[tuple[RequestValidator, ...], str]:
+        if settings_header is None:
+            return self._validators, HMAC_SHA1
+        key_id = ""
+        for part in settings_header.split(","):
+            name, _, value = part.partition("=")
+            if name.strip() == "key":
+                key_id = value.strip()
+        validator = self._shared_keys.get(key_id)
+        if validator is None:
+            raise InvalidSignature("the request is signed with a SharedKey that is not in shared_keys")
+        algorithm = get_signature_algorithm(settings_header).upper()
+        if algorithm not in (HMAC_SHA1, HMAC_SHA256):
+            raise InvalidSignature("unsupported signature algorithm in X-Twilio-Webhooks-Signature-Settings")
+        return (validator,), algorithm
+
+    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+        message_id = _first(fields, "MessageSid") or _first(fields, "SmsSid")
+        word = _first(fields, "MessageStatus") or _first(fields, "SmsStatus")
+        if not message_id or not word:
+            raise Malformed("a Twilio status callback needs MessageSid and MessageStatus")
+        if word in NOT_A_STATUS:
+            return None
+        error_code = _first(fields, "ErrorCode") or None
+        to, sender = _first(fields, "To"), _first(fields, "From")
+        return StatusEvent(
+            provider=self.name,
+            endpoint=self.endpoint,
+            message_id=message_id,
+            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            provider_status=word,
+            error_code=error_code,
+            error_message=_first(fields, "ErrorMessage")
+            or _first(fields, "ChannelStatusMessage")
+            or ERRORS.get(error_code or ""),
+            to=to,
+            sender=sender,
+            channel=_channel(fields, message_id, to, sender),
+            account=_first(fields, "AccountSid"),
+            occurred_at=_dlr_done_date(_first(fields, "RawDlrDoneDate")),
+            received_at=utc_iso(inbound.received_at),
+            raw=dict(fields),
+        )
+
+    @staticmethod
+    def sample_request(
+        *, url: str, auth_token: str, message_id: str, status: str, account: str,
+        error_code: str | None = None, to: str = "+15005550006", sender: str = "+15005550001",
+    ) -> SampleRequest:
+        """A status callback as Twilio sends it, signed with the SDK (used by `simulate`)."""
+        params = {
+            "AccountSid": account, "ApiVersion": "2010-04-01",
+            "MessageSid": message_id, "SmsSid": message_id,
+            "MessageStatus": status, "SmsStatus": status, "To": to, "From": sender,
+        }
+        if error_code:
+            params["ErrorCode"] = error_code
+        if status in ("delivered", "undelivered"):
+            params["RawDlrDoneDate"] = datetime.now(timezone.utc).strftime("%y%m%d%H%M")
+        signature = RequestValidator(auth_token).compute_signature(url, params)
+        return SampleRequest(
+            method="POST", url=url,
+            headers={"Content-Type": f"{FORM}; charset=utf-8", "X-Twilio-Signature": signature},
+            body=urlencode(params).encode(),
+        )
+
+
+def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
+    """What the signature covers (for RequestValidator) and the fields it authenticates."""
+    if inbound.method == "GET":
+        # The parameters are in the query string, which is already part of the signed URL.
+        return {}, _pairs_to_fields(_decode_pairs(inbound.query.encode("latin-1"), "query string"))
+    media_type = inbound.headers.get("content-type", "").partition(";")[0].strip().lower()
+    body_sha256 = "bodySHA256=" in inbound.query
+    if media_type == JSON:
+        if not body_sha256:
+            raise InvalidSignature("a JSON body must be signed with ?bodySHA256= in the URL")
+        text = _decode_text(inbound.body)
+        try:
+            data = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed("the body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise Malformed("the JSON body must be an object")
+        # A str (never a parsed dict) makes RequestValidator check bodySHA256 against the raw body.
+        return text, {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in data.items()}
+    pairs = _decode_pairs(inbound.body, "form body")
+    if body_sha256:
+        return _decode_text(inbound.body), _pairs_to_fields(pairs)
+    # A multi-dict keeps repeated keys and blank values: both are part of the signed string.
+    return ImmutableMultiDict(pairs), _pairs_to_fields(pairs)
+
+
+def _decode_text(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Malformed("the body is not valid UTF-8") from exc
+
+
+def _decode_pairs(data: bytes, what: str) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(data.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise Malformed(f"the {what} is not valid percent-encoded UTF-8") from exc
+
+
+def _pairs_to_fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in fields:
+            previous = fields[key]
+            fields[key] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            fields[key] = value
+    return fields
+
+
+def _first(fields: Fields, key: str) -> str | None:
+    value = fields.get(key)
+    if isinstance(value, list):
+        value = value[0]
+    return value if isinstance(value, str) else None
+
+
+def _channel(fields: Fields, message_id: str, to: str | None, sender: str | None) -> str:
+    prefix = _first(fields, "ChannelPrefix")
+    if prefix:
+        return prefix.lower()
+    for address in (to, sender):
+        if address and ":" in address:  # "whatsapp:+14155238886", "messenger:123", "rcs:…"
+            return address.partition(":")[0].lower()
+    return "mms" if message_id.startswith("MM") else "sms"
+
+
+def _dlr_done_date(value: str | None) -> str | None:
+    """RawDlrDoneDate is the carrier's YYMMDDhhmm with no zone; it is read as UTC (README)."""
+    if not value:
+        return None
+    try:
+        return utc_iso(datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=timezone.utc))
+    except ValueError:
+        return None

@@ -1,0 +1,229 @@
+"""Vonage Messages API status webhooks: a HS256 JWT whose `payload_hash` binds it to the body.
+
+Signed webhooks: https://developer.vonage.com/en/getting-started/concepts/webhooks#decoding-signed-webhooks
+Status fields:   https://developer.vonage.com/en/api/messages#message-status
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+import jwt
+import orjson
+from pydantic import Field
+
+from gateway.errors import InvalidToken, Malformed, Unsigned
+from gateway.model import Status, StatusEvent, utc_iso
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+
+STATUSES: dict[str, Status] = {
+    "submitted": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "undeliverable": Status.UNDELIVERED,
+    "rejected": Status.REJECTED,
+    "read": Status.READ,
+}
+
+# Messages API error codes carried in `error.title` (v0.1 spec, still used by the SDKs).
+ERRORS: dict[str, str] = {
+    "1000": "Throttled", "1010": "Missing parameters", "1020": "Invalid parameters",
+    "1030": "Internal error", "1040": "Invalid message", "1050": "Number barred",
+    "1060": "Partner account barred", "1070": "Partner quota exceeded", "1120": "Illegal sender address",
+    "1130": "Invalid TTL", "1160": "Non-whitelisted destination", "1170": "Invalid or missing MSISDN",
+    "1180": "Absent subscriber (temporary)", "1190": "Absent subscriber (permanent)",
+    "1200": "Portability error", "1210": "Anti-spam rejection", "1220": "Handset busy",
+    "1230": "Network error", "1240": "Illegal number", "1250": "Unroutable message",
+    "1260": "Destination unreachable", "1270": "Subscriber age restriction",
+    "1280": "Number blocked by carrier", "1290": "Prepaid insufficient funds",
+    "1300": "Not in provider network", "1310": "Unsuitable device", "1320": "Message already sent",
+    "1330": "Unknown carrier error", "1331": "Provider error", "1340": "Outside allowed window",
+    "1360": "TTL activated",
+}
+
+# iat is checked against our clock, not PyJWT's, so the replay window follows Inbound.received_at.
+DECODE_OPTIONS: Any = {
+    "require": ["iat"], "verify_iat": False, "verify_exp": False, "verify_nbf": False, "verify_aud": False,
+}
+
+
+class VonageSettings(Settings):
+    signature_secret: Secrets
+    max_token_age: int = Field(default=300, gt=0)  # seconds; an older `iat` is a replay
+    clock_skew: int = Field(default=60, ge=0)  # seconds an `iat` may lie in our future
+    # Vonage may, after an internal error, send a status unsigned and retries it signed after a 5xx.
+    unsigned: Literal["retry", "refuse"] = "retry"
+
+
+class Vonage:
+    name: ClassVar[str] = "vonage"
+    ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
+    methods: ClassVar[tuple[str, ...]] = ("POST",)
+    media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    Settings: ClassVar[type[VonageSettings]] = VonageSettings
+
+    def __init__(self, endpoint: str, settings: VonageSettings) -> None:
+        self.endpoint = endpoint
+        self._secrets = settings.signature_secret
+        self._max_age = settings.max_token_age
+        self._skew = settings.clock_skew
+        self._retry_unsigned = settings.unsigned == "retry"
+
+    def verify(self, inbound: Inbound) -> Fields:
+        claims = self._claims(inbound)
+        payload_hash = claims.get("payload_hash")
+        if not isinstance(payload_hash, str):
+            raise InvalidToken("the token has no payload_hash claim")
+        if not hmac.compare_digest(payload_hash.lower(), hashlib.sha256(inbound.body).hexdigest()):
+            raise InvalidToken("payload_hash does not match the SHA-256 of the body")
+        try:
+            payload = orjson.loads(inbound.body)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed("the body is not valid JSON") from exc
+        if not isinstance(payload, dict):
+            raise Malformed("the JSON body must be an object")
+        api_key = claims.get("api_key")
+        return {"payload": payload, "api_key": api_key if isinstance(api_key, str) else None}
+
+    def _claims(self, inbound: Inbound) -> dict[str, Any]:
+        authorization = inbound.headers.get("authorization")
+        if not authorization:
+            if self._retry_unsigned:
+                raise Unsigned("no Authorization header; Vonage retries an unsigned callback signed after a 503")
+            raise InvalidToken("missing Authorization: Bearer token")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise InvalidToken("the Authorization header is not a Bearer token")
+        try:
+            algorithm = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError as exc:
+            raise InvalidToken("the token is not a JWT") from exc
+        if algorithm != "HS256":
+            raise InvalidToken("the token's alg must be HS256")
+        claims = self._decode(token)
+        iat = claims["iat"]
+        if not _is_number(iat):
+            raise InvalidToken("the token's iat is not a number")
+        now = inbound.received_at.timestamp()
+        if iat > now + self._skew:
+            raise InvalidToken("the token's iat is in the future (check this server's clock)")
+        if now - iat > self._max_age:
+            raise InvalidToken(f"the token is older than max_token_age ({self._max_age} s)")
+        exp = claims.get("exp")
+        if exp is not None and (not _is_number(exp) or exp <= now):
+            raise InvalidToken("the token has expired")
+        issuer = claims.get("iss")
+        if issuer is not None and issuer != "Vonage":
+            raise InvalidToken("the token was not issued by Vonage")
+        return claims
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        # Every configured secret is tried: rotation keeps the old one valid for a while.
+        for secret in self._secrets:
+            try:
+                return jwt.decode(token, secret, algorithms=["HS256"], options=DECODE_OPTIONS)
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.PyJWTError as exc:
+                raise InvalidToken(f"the token is invalid ({type(exc).__name__})") from exc
+        raise InvalidToken("the token's signature does not match any signature_secret")
+
+    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+        payload: dict[str, Any] = fields["payload"]
+        message_id, word = payload.get("message_uuid"), payload.get("status")
+        if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
+            raise Malformed("a Vonage status webhook needs message_uuid and status as strings")
+        error = payload.get("error")
+        error_code = error_message = None
+        if isinstance(error, dict):
+            title, detail = error.get("title"), error.get("detail")
+            error_code = _text(title)
+            error_message = _text(detail) or ERRORS.get(error_code or "")
+        channel = payload.get("channel")
+        return StatusEvent(
+            provider=self.name,
+            endpoint=self.endpoint,
+            message_id=message_id,
+            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            provider_status=word,
+            error_code=error_code,
+            error_message=error_message,
+            to=_address(payload.get("to")),
+            sender=_address(payload.get("from")),
+            channel=channel if isinstance(channel, str) else None,
+            account=fields["api_key"],
+            occurred_at=_timestamp(payload.get("timestamp")),
+            received_at=utc_iso(inbound.received_at),
+            raw=payload,
+        )
+
+    @staticmethod
+    def sample_request(
+        *, url: str, signature_secret: str, message_id: str, status: str, api_key: str,
+        error_code: str | None = None, to: str = "447700900000", sender: str = "447700900001",
+    ) -> SampleRequest:
+        """A status webhook as Vonage sends it, signed with PyJWT and Vonage's claims (used by `simulate`)."""
+        payload: dict[str, Any] = {
+            "message_uuid": message_id, "to": to, "from": sender,
+            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "status": status, "channel": "sms",
+        }
+        if status == "submitted":
+            payload["usage"] = {"currency": "EUR", "price": "0.0333"}
+        if error_code:
+            payload["error"] = {
+                "type": "https://developer.vonage.com/api-errors/messages-olympus",
+                "title": int(error_code) if error_code.isdigit() else error_code,
+                "detail": ERRORS.get(error_code, "Message failed"),
+            }
+        body = orjson.dumps(payload)
+        claims = {
+            "iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage",
+            "payload_hash": hashlib.sha256(body).hexdigest(), "api_key": api_key,
+            "application_id": str(uuid.uuid5(uuid.NAMESPACE_URL, url)),
+        }
+        token = jwt.encode(claims, signature_secret, algorithm="HS256")
+        return SampleRequest(
+            method="POST", url=url,
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            body=body,
+        )
+
+
+def _is_number(value: Any) -> bool:
+    # PyJWT's JSON parser accepts NaN and Infinity, which would slip through every time comparison.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _text(value: Any) -> str | None:
+    """`error.title` arrives as a number or a string (the Java SDK's tests send 1000)."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str):
+        return str(value) or None
+    return None
+
+
+def _address(value: Any) -> str | None:
+    """v1 sends flat strings; the older v0.1 shape was {"type": "sms", "number": "…"}."""
+    if isinstance(value, dict):
+        value = value.get("number") or value.get("id")
+    return value if isinstance(value, str) else None
+
+
+def _timestamp(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return utc_iso(moment)
+    except (ValueError, OverflowError):
+        return None
