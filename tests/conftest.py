@@ -1,0 +1,128 @@
+"""Shared fixtures: configs written to disk, an in-process app, a real gateway process on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.config import Config, load_config
+
+TWILIO_TOKEN = "twilio_test_auth_token_0123456789abcdef"
+VONAGE_SECRET = "vonage_test_signature_secret_0123456789abcdef"
+PUBLIC_URL = "https://gw.example.com"
+API_TOKEN = "api-token-for-tests-0123456789"
+VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text())
+
+
+def vectors(provider: str, kind_prefix: str) -> list[dict[str, Any]]:
+    return [v for v in VECTORS if v["provider"] == provider and v["kind"].startswith(kind_prefix)]
+
+
+def config_document(tmp_path: Path, **server: Any) -> dict[str, Any]:
+    return {
+        "server": {"public_url": PUBLIC_URL, "api_token": API_TOKEN, **server},
+        "endpoints": [
+            {"name": "twilio-main", "provider": "twilio", "path": "/webhooks/twilio/main",
+             "auth_token": "${TWILIO_AUTH_TOKEN}"},
+            {"name": "vonage-main", "provider": "vonage", "path": "/webhooks/vonage/main",
+             "signature_secret": "${VONAGE_SIGNATURE_SECRET}"},
+        ],
+        "sinks": [
+            {"type": "log", "path": str(tmp_path / "events.jsonl")},
+            {"type": "sqlite", "path": str(tmp_path / "gateway.db")},
+        ],
+    }
+
+
+ENV = {"TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET}
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> Callable[..., Config]:
+    def make(document: dict[str, Any] | None = None, env: dict[str, str] | None = None, **server: Any) -> Config:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(document or config_document(tmp_path, **server)))
+        return load_config(path, ENV if env is None else env)
+
+    return make
+
+
+@pytest.fixture
+def client(make_config: Callable[..., Config]) -> Iterator[TestClient]:
+    with TestClient(create_app(make_config()), base_url=PUBLIC_URL) as test_client:
+        yield test_client
+
+
+@dataclass
+class GatewayProcess:
+    process: subprocess.Popen[str]
+    url: str
+    tmp_path: Path
+    lines: list[str] = field(default_factory=list)
+
+    @property
+    def db(self) -> Path:
+        return self.tmp_path / "gateway.db"
+
+    @property
+    def events_log(self) -> Path:
+        return self.tmp_path / "events.jsonl"
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout)
+
+
+def start_gateway(tmp_path: Path, document: dict[str, Any], *args: str,
+                  env: dict[str, str] | None = None) -> GatewayProcess:
+    """`python -m gateway serve --port 0`; the port is read from uvicorn's "running on" line."""
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(yaml.safe_dump(document))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config_path), "--port", "0", *args],
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        env={**os.environ, **ENV, **(env or {})}, cwd=tmp_path,
+    )
+    started: queue.Queue[str | None] = queue.Queue()
+    gateway = GatewayProcess(process, "", tmp_path)
+
+    def pump() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            gateway.lines.append(line)
+            if "running on" in line:
+                started.put(line)
+        started.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    line = started.get(timeout=60)
+    if line is None:
+        process.wait(10)
+        raise RuntimeError("gateway did not start:\n" + "".join(gateway.lines))
+    match = re.search(r"running on (http://\S+:\d+)", line)
+    assert match, line
+    gateway.url = match.group(1)
+    return gateway
+
+
+@pytest.fixture
+def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
+    gateway = start_gateway(tmp_path, config_document(tmp_path))
+    yield gateway
+    gateway.stop()

@@ -1,0 +1,245 @@
+"""Twilio adapter: every vector and every pitfall of PROVIDERS.md §1.3, signed with the SDK."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import orjson
+import pytest
+from starlette.datastructures import ImmutableMultiDict
+from twilio.request_validator import RequestValidator
+
+from gateway.errors import InvalidSignature, Malformed
+from gateway.model import Status
+from providers.base import Inbound
+from providers.twilio import STATUSES, Twilio, TwilioSettings
+from tests.conftest import TWILIO_TOKEN, vectors
+from tests.signing import ACCOUNT_SID, twilio_fields, twilio_request
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+URL = "https://gw.example.com/webhooks/twilio/main"
+
+
+def adapter(*tokens: str, shared_keys: dict[str, str] | None = None) -> Twilio:
+    settings = TwilioSettings(auth_token=list(tokens) or [TWILIO_TOKEN], shared_keys=shared_keys or {})
+    return Twilio("twilio-main", settings)
+
+
+def inbound(url: str, headers: dict[str, str], body: bytes = b"", method: str = "POST") -> Inbound:
+    return Inbound(method=method, url=url, headers={k.lower(): v for k, v in headers.items()},
+                   body=body, received_at=NOW, query=urlsplit(url).query)
+
+
+def form(pairs: list[tuple[str, str]], url: str = URL, **kwargs: Any) -> Inbound:
+    headers, body = twilio_request(pairs, url=url, **kwargs)
+    return inbound(url, headers, body)
+
+
+@pytest.mark.parametrize("vector", vectors("twilio", "x-twilio-signature"), ids=lambda v: v["id"])
+def test_shared_vectors(vector: dict[str, Any]) -> None:
+    """The SDK agrees with each vector, and the adapter gives the same verdict on the real request."""
+    headers = {"X-Twilio-Signature": vector["signature"]}
+    shared_keys = None
+    if "body" in vector:
+        headers["Content-Type"] = "application/json"
+        body = vector["body"].encode()
+        sdk_params: Any = vector["body"]
+    else:
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+        body = urlencode([tuple(p) for p in vector["params"]]).encode()
+        sdk_params = ImmutableMultiDict([tuple(p) for p in vector["params"]])
+    if "algorithm" in vector:
+        headers["X-Twilio-Webhooks-Signature-Settings"] = f"key=webhooks_sharedkey_1,algorithm={vector['algorithm']}"
+        shared_keys = {"webhooks_sharedkey_1": vector["auth_token"]}
+    sdk = RequestValidator(vector["auth_token"]).validate(
+        vector["url"], sdk_params, vector["signature"], vector.get("algorithm"))
+    assert sdk is vector["expected_valid"]
+    request = inbound(vector["url"], headers, body)
+    twilio = adapter(vector["auth_token"], shared_keys=shared_keys)
+    if vector["expected_valid"]:
+        fields = twilio.verify(request)
+        for name, value in vector["params"]:
+            assert value in (fields[name] if isinstance(fields[name], list) else [fields[name]])
+    else:
+        with pytest.raises(InvalidSignature):
+            twilio.verify(request)
+
+
+def test_sha256_signature_is_refused_without_the_settings_header() -> None:
+    (vector,) = [v for v in vectors("twilio", "x-twilio") if v["id"] == "tw-sha256-synthetic"]
+    request = inbound(vector["url"], {"X-Twilio-Signature": vector["signature"],
+                                      "Content-Type": "application/x-www-form-urlencoded"},
+                      urlencode([tuple(p) for p in vector["params"]]).encode())
+    with pytest.raises(InvalidSignature):
+        adapter(vector["auth_token"]).verify(request)
+
+
+def test_unknown_shared_key_id_is_refused() -> None:
+    request = form(twilio_fields(), token="shared-secret", algorithm="HMAC_SHA256")
+    request = inbound(URL, {**request.headers, "X-Twilio-Webhooks-Signature-Settings":
+                            "key=webhooks_sharedkey_other,algorithm=HMAC_SHA256"}, request.body)
+    with pytest.raises(InvalidSignature, match="shared_keys"):
+        adapter(shared_keys={"webhooks_sharedkey_1": "shared-secret"}).verify(request)
+
+
+def test_missing_signature_is_refused() -> None:
+    with pytest.raises(InvalidSignature, match="missing"):
+        adapter().verify(inbound(URL, {"Content-Type": "application/x-www-form-urlencoded"}, b"a=b"))
+
+
+# --- PROVIDERS.md §1.3 pitfalls -------------------------------------------------------------------
+
+def test_rotation_accepts_every_configured_token() -> None:
+    request = form(twilio_fields(), token="new-token-after-rotation")
+    assert adapter(TWILIO_TOKEN, "new-token-after-rotation").verify(request)["MessageStatus"] == "delivered"
+    with pytest.raises(InvalidSignature):
+        adapter(TWILIO_TOKEN).verify(request)
+
+
+def test_blank_values_are_kept_in_the_signed_string() -> None:
+    request = form([*twilio_fields(), ("ErrorCode", "")])
+    fields = adapter().verify(request)
+    assert fields["ErrorCode"] == ""
+    assert adapter().parse(fields, request).error_code is None  # type: ignore[union-attr]
+
+
+def test_whitespace_is_not_trimmed() -> None:
+    request = form(twilio_fields(To=" +15005550006 "))
+    assert adapter().verify(request)["To"] == " +15005550006 "
+
+
+def test_parameters_twilio_adds_without_notice_are_signed_and_kept() -> None:
+    request = form(twilio_fields(ChannelToAddress="+1500555", StructuredMessage="false"))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and event.raw["StructuredMessage"] == "false"
+
+
+def test_repeated_form_keys_keep_every_value() -> None:
+    request = form([*twilio_fields(), ("Tag", "b"), ("Tag", "a")])
+    assert adapter().verify(request)["Tag"] == ["b", "a"]
+
+
+def test_raw_query_is_signed_as_received() -> None:
+    url = URL + "?tenant=a%2Fb&x=1+2"
+    assert adapter().verify(form(twilio_fields(), url=url))["MessageSid"]
+    decoded = form(twilio_fields(), url=url)
+    with pytest.raises(InvalidSignature):
+        adapter().verify(inbound(URL + "?tenant=a/b&x=1+2", dict(decoded.headers), decoded.body))
+
+
+def test_get_callback_signs_the_url_only() -> None:
+    url = URL + "?" + urlencode(twilio_fields("sent"))
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, {})
+    request = inbound(url, {"X-Twilio-Signature": signature}, method="GET")
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and event.status is Status.SENT
+
+
+def json_request(data: dict[str, Any], body: bytes | None = None) -> Inbound:
+    signed_body = orjson.dumps(data)
+    url = f"{URL}?bodySHA256={hashlib.sha256(signed_body).hexdigest()}"
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, {})
+    return inbound(url, {"X-Twilio-Signature": signature, "Content-Type": "application/json"},
+                   signed_body if body is None else body)
+
+
+def test_json_body_is_checked_against_body_sha256() -> None:
+    data = dict(twilio_fields())
+    fields = adapter().verify(json_request(data))
+    assert fields["MessageSid"] == data["MessageSid"]
+    tampered = orjson.dumps({**data, "MessageStatus": "failed"})
+    with pytest.raises(InvalidSignature):
+        adapter().verify(json_request(data, body=tampered))
+
+
+def test_json_non_string_values_do_not_break_verification() -> None:
+    fields = adapter().verify(json_request({**dict(twilio_fields()), "NumSegments": 2, "Price": None}))
+    assert fields["NumSegments"] == "2"
+
+
+def test_json_body_without_body_sha256_is_refused() -> None:
+    headers = {"X-Twilio-Signature": RequestValidator(TWILIO_TOKEN).compute_signature(URL, {}),
+               "Content-Type": "application/json"}
+    with pytest.raises(InvalidSignature, match="bodySHA256"):
+        adapter().verify(inbound(URL, headers, orjson.dumps(dict(twilio_fields()))))
+
+
+def test_form_body_with_body_sha256_in_the_url_is_hash_checked() -> None:
+    body = urlencode(twilio_fields()).encode()
+    url = f"{URL}?bodySHA256={hashlib.sha256(body).hexdigest()}"
+    signature = RequestValidator(TWILIO_TOKEN).compute_signature(url, {})
+    headers = {"X-Twilio-Signature": signature, "Content-Type": "application/x-www-form-urlencoded"}
+    assert adapter().verify(inbound(url, headers, body))["MessageStatus"] == "delivered"
+    with pytest.raises(InvalidSignature):
+        adapter().verify(inbound(url, headers, body.replace(b"delivered", b"failed")))
+
+
+@pytest.mark.parametrize("body", [b"a=%ff%fe", b"MessageSid=\xff"], ids=["percent", "raw-bytes"])
+def test_invalid_utf8_is_malformed(body: bytes) -> None:
+    headers = {"X-Twilio-Signature": "x", "Content-Type": "application/x-www-form-urlencoded"}
+    with pytest.raises(Malformed):
+        adapter().verify(inbound(URL, headers, body))
+
+
+# --- parse ----------------------------------------------------------------------------------------
+
+SPEC_TABLE = {  # SPEC §4, Twilio column
+    "accepted": "accepted", "scheduled": "scheduled", "queued": "queued", "sending": "sending", "sent": "sent",
+    "delivered": "delivered", "partially_delivered": "partially_delivered", "undelivered": "undelivered",
+    "failed": "failed", "canceled": "canceled", "read": "read", "something_new": "unknown",
+}
+
+
+@pytest.mark.parametrize(("word", "expected"), SPEC_TABLE.items())
+def test_status_words_map_as_the_spec_says(word: str, expected: str) -> None:
+    request = form(twilio_fields(word))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None
+    assert (event.status.value, event.provider_status) == (expected, word)
+    assert set(STATUSES) | {"something_new"} == set(SPEC_TABLE)
+
+
+@pytest.mark.parametrize("word", ["receiving", "received"])
+def test_inbound_message_states_are_not_statuses(word: str) -> None:
+    request = form(twilio_fields(word))
+    assert adapter().parse(adapter().verify(request), request) is None
+
+
+def test_failure_fields_map_into_the_event() -> None:
+    request = form(twilio_fields("undelivered", ErrorCode="30003", RawDlrDoneDate="2611231159"))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None
+    assert event.error_code == "30003"
+    assert event.error_message == "Unreachable destination handset"
+    assert event.occurred_at == "2026-11-23T11:59:00.000000Z"
+    assert (event.account, event.to, event.sender, event.channel) == (
+        ACCOUNT_SID, "+15005550006", "+15005550001", "sms")
+    assert event.received_at == "2026-11-23T12:00:00.000000Z"
+
+
+def test_whatsapp_channel_comes_from_the_address_prefix() -> None:
+    request = form(twilio_fields("read", To="whatsapp:+15005550006", From="whatsapp:+14155238886"))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and (event.channel, event.status) == ("whatsapp", Status.READ)
+
+
+def test_missing_message_sid_is_malformed() -> None:
+    request = form([("MessageStatus", "sent"), ("AccountSid", ACCOUNT_SID)])
+    with pytest.raises(Malformed):
+        adapter().parse(adapter().verify(request), request)
+
+
+def test_legacy_sms_aliases_are_enough() -> None:
+    request = form([("SmsSid", "SM" + "b" * 32), ("SmsStatus", "sent")])
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and event.message_id == "SM" + "b" * 32
+
+
+def test_retry_maps_to_the_same_id_and_a_new_status_does_not() -> None:
+    first, retry = form(twilio_fields("sent")), form(twilio_fields("sent"))
+    later = form(twilio_fields("delivered"))
+    ids = [adapter().parse(adapter().verify(r), r).id for r in (first, retry, later)]  # type: ignore[union-attr]
+    assert ids[0] == ids[1] != ids[2]

@@ -1,0 +1,61 @@
+"""Test requests signed the way the providers sign them: Twilio's RequestValidator, PyJWT with Vonage's claims."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlencode
+
+import jwt
+import orjson
+from twilio.request_validator import RequestValidator
+
+from tests.conftest import PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET
+
+TWILIO_PATH = "/webhooks/twilio/main"
+VONAGE_PATH = "/webhooks/vonage/main"
+ACCOUNT_SID = "AC" + "0" * 31 + "1"
+
+
+def twilio_fields(status: str = "delivered", sid: str = "SM" + "a" * 32, **extra: str) -> list[tuple[str, str]]:
+    fields = {
+        "AccountSid": ACCOUNT_SID, "ApiVersion": "2010-04-01", "MessageSid": sid, "SmsSid": sid,
+        "MessageStatus": status, "SmsStatus": status, "From": "+15005550001", "To": "+15005550006",
+    }
+    fields.update(extra)
+    return list(fields.items())
+
+
+def twilio_request(
+    pairs: list[tuple[str, str]], *, token: str = TWILIO_TOKEN, url: str = PUBLIC_URL + TWILIO_PATH,
+    algorithm: str | None = None,
+) -> tuple[dict[str, str], bytes]:
+    """(headers, body) of a form POST signed by the SDK over a multi-value view of the pairs."""
+    from starlette.datastructures import ImmutableMultiDict
+
+    signature = RequestValidator(token).compute_signature(url, ImmutableMultiDict(pairs), algorithm)
+    headers = {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", "X-Twilio-Signature": signature}
+    return headers, urlencode(pairs).encode()
+
+
+def vonage_payload(status: str = "delivered", uuid_: str = "aaaaaaaa-bbbb-cccc-dddd-0123456789ab",
+                   **extra: Any) -> dict[str, Any]:
+    return {"message_uuid": uuid_, "to": "447700900000", "from": "447700900001",
+            "timestamp": "2020-01-01T14:00:00.000Z", "status": status, "channel": "sms", **extra}
+
+
+def vonage_claims(body: bytes, **overrides: Any) -> dict[str, Any]:
+    claims = {"iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage",
+              "payload_hash": hashlib.sha256(body).hexdigest(), "api_key": "a1b2c3d",
+              "application_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}
+    claims.update(overrides)
+    return {k: v for k, v in claims.items() if v is not None}
+
+
+def vonage_request(payload: dict[str, Any] | bytes, *, secret: str = VONAGE_SECRET,
+                   algorithm: str = "HS256", **claims: Any) -> tuple[dict[str, str], bytes]:
+    body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    token = jwt.encode(vonage_claims(body, **claims), secret, algorithm=algorithm)
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, body
