@@ -130,6 +130,8 @@ class Vonage:
                 return jwt.decode(token, secret, algorithms=["HS256"], options=DECODE_OPTIONS)
             except jwt.InvalidSignatureError:
                 continue
+            except jwt.MissingRequiredClaimError as exc:
+                raise InvalidToken(f"the token has no {exc.claim} claim") from exc
             except jwt.PyJWTError as exc:
                 raise InvalidToken(f"the token is invalid ({type(exc).__name__})") from exc
         raise InvalidToken("the token's signature does not match any signature_secret")

@@ -1,0 +1,204 @@
+"""Vonage adapter: JWT HS256 + payload_hash, replay window, parse; tokens made with PyJWT and Vonage's claims."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from vonage_jwt import verify_signature
+
+from gateway.errors import InvalidToken, Malformed, Unsigned
+from gateway.model import Status
+from providers.base import Inbound
+from providers.vonage import STATUSES, Vonage, VonageSettings
+from tests.conftest import VONAGE_SECRET, vectors
+from tests.signing import vonage_claims, vonage_payload, vonage_request
+
+URL = "https://gw.example.com/webhooks/vonage/main"
+NOW = datetime.now(timezone.utc)
+
+
+def adapter(*secrets: str, **options: Any) -> Vonage:
+    return Vonage("vonage-main", VonageSettings(signature_secret=list(secrets) or [VONAGE_SECRET], **options))
+
+
+def inbound(headers: dict[str, str], body: bytes, at: datetime = NOW) -> Inbound:
+    return Inbound(method="POST", url=URL, headers={k.lower(): v for k, v in headers.items()},
+                   body=body, received_at=at)
+
+
+def signed(payload: dict[str, Any] | bytes | None = None, **kwargs: Any) -> Inbound:
+    headers, body = vonage_request(vonage_payload() if payload is None else payload, **kwargs)
+    return inbound(headers, body)
+
+
+@pytest.mark.parametrize("vector", vectors("vonage", "messages-signed-webhook"), ids=lambda v: v["id"])
+def test_shared_vectors(vector: dict[str, Any]) -> None:
+    """The SDK's verdict on the signature, then the gateway's on the whole webhook (payload_hash included)."""
+    try:
+        sdk = verify_signature(vector["token"], vector["signature_secret"])
+    except Exception:  # the SDK raises on a token that is not a JWT
+        sdk = False
+    assert sdk is vector["expected_valid"]
+    body = vector.get("body", "{}").encode()
+    claims = jwt.decode(vector["token"], options={"verify_signature": False}) if sdk else {}
+    at = datetime.fromtimestamp(claims.get("iat", NOW.timestamp()) + 10, timezone.utc)
+    request = inbound({"Authorization": f"Bearer {vector['token']}", "Content-Type": "application/json"}, body, at)
+    gateway = adapter(vector["signature_secret"] if len(vector["signature_secret"]) >= 32 else "x" * 32)
+    if vector.get("expected_payload_hash_match"):
+        event = gateway.parse(gateway.verify(request), request)
+        assert event is not None
+        assert (event.message_id, event.status, event.account) == (
+            "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", Status.DELIVERED, "a1b2c3d")
+    else:
+        # Generic tokens carry no payload_hash (or the wrong one) and are not webhooks: refused.
+        with pytest.raises(InvalidToken):
+            gateway.verify(request)
+
+
+def test_valid_webhook_verifies_and_parses() -> None:
+    request = signed()
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None
+    assert event.to_json() | {"received_at": None, "id": None} == {
+        "id": None, "provider": "vonage", "endpoint": "vonage-main",
+        "message_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "status": "delivered",
+        "provider_status": "delivered", "final": True, "error_code": None, "error_message": None,
+        "to": "447700900000", "from": "447700900001", "channel": "sms", "account": "a1b2c3d",
+        "occurred_at": "2020-01-01T14:00:00.000000Z", "received_at": None, "raw": vonage_payload(),
+    }
+
+
+def test_rotation_accepts_every_configured_secret() -> None:
+    other = "rotated_signature_secret_0123456789abcdef"
+    assert adapter(VONAGE_SECRET, other).verify(signed(secret=other))
+    with pytest.raises(InvalidToken, match="signature"):
+        adapter(VONAGE_SECRET).verify(signed(secret=other))
+
+
+def test_missing_token_asks_vonage_to_retry_signed() -> None:
+    """PROVIDERS.md §2.1.6: Vonage may send an unsigned callback and retries it signed after a 5xx."""
+    body = orjson.dumps(vonage_payload())
+    with pytest.raises(Unsigned) as caught:
+        adapter().verify(inbound({"Content-Type": "application/json"}, body))
+    assert caught.value.status == 503
+    with pytest.raises(InvalidToken):
+        adapter(unsigned="refuse").verify(inbound({"Content-Type": "application/json"}, body))
+
+
+def forge(header: dict[str, Any], claims: dict[str, Any], key: bytes = b"") -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(orjson.dumps(data)).rstrip(b"=").decode()
+
+    return f"{part(header)}.{part(claims)}.{base64.urlsafe_b64encode(key).rstrip(b'=').decode()}"
+
+
+BODY = orjson.dumps(vonage_payload())
+REFUSALS: dict[str, dict[str, str]] = {
+    "not-bearer": {"Authorization": "Basic dXNlcjpwYXNz"},
+    "empty-bearer": {"Authorization": "Bearer "},
+    "not-a-jwt": {"Authorization": "Bearer asdf"},
+    "alg-none": {"Authorization": "Bearer " + forge({"alg": "none", "typ": "JWT"}, vonage_claims(BODY))},
+    "hs512": {"Authorization": "Bearer " + jwt.encode(vonage_claims(BODY), VONAGE_SECRET + "x" * 32, "HS512")},
+    "wrong-secret": {"Authorization": "Bearer " + jwt.encode(vonage_claims(BODY), "w" * 40, "HS256")},
+    "two-tokens": {"Authorization": "Bearer " + jwt.encode(vonage_claims(BODY), VONAGE_SECRET, "HS256") + ", Bearer x"},
+}
+
+
+@pytest.mark.parametrize("headers", REFUSALS.values(), ids=REFUSALS.keys())
+def test_bad_tokens_are_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(InvalidToken):
+        adapter().verify(inbound({"Content-Type": "application/json", **headers}, BODY))
+
+
+CLAIM_REFUSALS: dict[str, tuple[dict[str, Any], str]] = {
+    "missing-iat": ({"iat": None}, "iat"),
+    "string-iat": ({"iat": "1700000000"}, "iat"),
+    "future-iat": ({"iat": int(NOW.timestamp()) + 3600}, "future"),
+    "stale-iat": ({"iat": int(NOW.timestamp()) - 301}, "max_token_age"),
+    "expired": ({"exp": int(NOW.timestamp()) - 1}, "expired"),
+    "missing-payload-hash": ({"payload_hash": None}, "payload_hash"),
+    "other-body-hash": ({"payload_hash": hashlib.sha256(b"{}").hexdigest()}, "payload_hash"),
+    "other-issuer": ({"iss": "Mallory"}, "issued"),
+}
+
+
+@pytest.mark.parametrize(("claims", "reason"), CLAIM_REFUSALS.values(), ids=CLAIM_REFUSALS.keys())
+def test_bad_claims_are_refused(claims: dict[str, Any], reason: str) -> None:
+    with pytest.raises(InvalidToken, match=reason):
+        adapter().verify(signed(**claims))
+
+
+def test_token_replayed_with_another_body_is_refused() -> None:
+    original = signed()
+    tampered = orjson.dumps(vonage_payload("rejected"))
+    with pytest.raises(InvalidToken, match="payload_hash"):
+        adapter().verify(inbound(dict(original.headers), tampered))
+
+
+def test_replay_window_follows_received_at() -> None:
+    request = signed()
+    assert adapter().verify(request)
+    late = inbound(dict(request.headers), request.body, NOW + timedelta(seconds=301))
+    with pytest.raises(InvalidToken, match="max_token_age"):
+        adapter().verify(late)
+    assert adapter(max_token_age=600).verify(late)
+
+
+def test_small_clock_skew_is_tolerated() -> None:
+    assert adapter().verify(signed(iat=int(NOW.timestamp()) + 30))
+
+
+@pytest.mark.parametrize("body", [b"[1, 2]", b"not json", b'"text"'], ids=["array", "garbage", "string"])
+def test_signed_body_that_is_not_an_object_is_malformed(body: bytes) -> None:
+    with pytest.raises(Malformed):
+        adapter().verify(signed(body))
+
+
+SPEC_TABLE = {"submitted": "sent", "delivered": "delivered", "undeliverable": "undelivered",
+              "rejected": "rejected", "read": "read", "something_new": "unknown"}
+
+
+@pytest.mark.parametrize(("word", "expected"), SPEC_TABLE.items())
+def test_status_words_map_as_the_spec_says(word: str, expected: str) -> None:
+    request = signed(vonage_payload(word))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and (event.status.value, event.provider_status) == (expected, word)
+    assert set(STATUSES) | {"something_new"} == set(SPEC_TABLE)
+
+
+@pytest.mark.parametrize("title", [1250, "1250"], ids=["number", "string"])
+def test_error_title_may_be_a_number(title: int | str) -> None:
+    payload = vonage_payload("rejected", error={"type": "https://developer.vonage.com/api-errors",
+                                                "title": title, "detail": "Unroutable"})
+    request = signed(payload)
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and (event.error_code, event.error_message) == ("1250", "Unroutable")
+
+
+def test_unknown_fields_are_kept_in_raw() -> None:
+    payload = vonage_payload("submitted", usage={"currency": "EUR", "price": "0.0333"},
+                             destination={"network_code": "23410"}, brand_new={"x": [1, 2]})
+    request = signed(payload)
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and event.raw["brand_new"] == {"x": [1, 2]}
+
+
+def test_old_object_addresses_are_flattened() -> None:
+    request = signed(vonage_payload(to={"type": "sms", "number": "447700900000"}))
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None and event.to == "447700900000"
+
+
+@pytest.mark.parametrize("payload", [{"status": "delivered"}, {"message_uuid": "x"},
+                                     {"message_uuid": 7, "status": "delivered"}],
+                         ids=["no-uuid", "no-status", "number-uuid"])
+def test_missing_ids_are_malformed(payload: dict[str, Any]) -> None:
+    request = signed(payload)
+    with pytest.raises(Malformed):
+        adapter().parse(adapter().verify(request), request)
