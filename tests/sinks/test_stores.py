@@ -1,0 +1,143 @@
+"""One suite over every store: dedup, precedence, timeline, recent, group commit and its failures."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.errors import SinkUnavailable
+from gateway.model import Status, StatusEvent
+from gateway.sinks.sqlite import SQLiteSink
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteSink]:
+    sink = SQLiteSink(str(tmp_path / "store.db"), busy_timeout_ms=200)
+    await sink.open()
+    yield sink
+    await sink.close()
+
+
+def event(status: Status, word: str, *, message: str = "SM1", at: int = 0, occurred: int | None = None,
+          provider: str = "twilio", **extra: Any) -> StatusEvent:
+    return StatusEvent(
+        provider=provider, endpoint="main", message_id=message, status=status, provider_status=word,
+        occurred_at=f"2026-01-01T00:00:{occurred:02d}.000000Z" if occurred is not None else None,
+        received_at=f"2026-01-01T00:01:{at:02d}.000000Z", **extra,
+    )
+
+
+SENT, DELIVERED = event(Status.SENT, "sent", at=1), event(Status.DELIVERED, "delivered", at=2)
+
+
+async def test_a_retry_is_stored_once(store: SQLiteSink) -> None:
+    assert await store.write(SENT) is True
+    assert await store.write(event(Status.SENT, "sent", at=9)) is False  # same callback, later arrival
+    assert [e.id for e in await store.timeline("twilio", "SM1")] == [SENT.id]
+
+
+async def test_late_sent_stays_in_the_timeline_but_not_the_status(store: SQLiteSink) -> None:
+    late_sent = event(Status.SENT, "sent", at=3)
+    for e in (DELIVERED, late_sent):
+        await store.write(e)
+    assert (await store.current("twilio", "SM1")) == DELIVERED
+    assert [e.status for e in await store.timeline("twilio", "SM1")] == [Status.DELIVERED, Status.SENT]
+
+
+async def test_unknown_never_replaces_a_known_status(store: SQLiteSink) -> None:
+    await store.write(event(Status.UNKNOWN, "brand_new", at=1))
+    assert (await store.current("twilio", "SM1")).status is Status.UNKNOWN  # type: ignore[union-attr]
+    await store.write(SENT)
+    await store.write(event(Status.UNKNOWN, "brand_newer", at=5))
+    assert (await store.current("twilio", "SM1")) == SENT
+
+
+async def test_equal_ranks_go_to_the_later_occurrence(store: SQLiteSink) -> None:
+    delivered = event(Status.DELIVERED, "delivered", at=1, occurred=30)
+    older_failure = event(Status.UNDELIVERED, "undelivered", at=2, occurred=10)
+    await store.write(delivered)
+    await store.write(older_failure)
+    assert (await store.current("twilio", "SM1")) == delivered
+    newer_read = event(Status.READ, "read", at=3, occurred=5)
+    await store.write(newer_read)
+    assert (await store.current("twilio", "SM1")) == newer_read  # a higher rank wins whatever its time
+
+
+async def test_messages_are_kept_apart_by_provider(store: SQLiteSink) -> None:
+    await store.write(SENT)
+    await store.write(event(Status.DELIVERED, "delivered", provider="vonage"))
+    assert (await store.current("twilio", "SM1")) == SENT
+    assert await store.current("twilio", "SM404") is None
+
+
+async def test_recent_filters_and_orders_newest_first(store: SQLiteSink) -> None:
+    events = [event(Status.SENT, "sent", message=f"SM{i}", at=i) for i in range(5)]
+    events.append(event(Status.DELIVERED, "delivered", message="V1", at=6, provider="vonage"))
+    for e in events:
+        await store.write(e)
+    recent = [e for _, e in await store.recent(limit=3)]
+    assert recent == events[::-1][:3]
+    assert [e for _, e in await store.recent(provider="vonage")] == [events[5]]
+    assert [e for _, e in await store.recent(status=Status.DELIVERED)] == [events[5]]
+    since = datetime(2026, 1, 1, 0, 1, 3, tzinfo=timezone.utc)
+    assert [e.message_id for _, e in await store.recent(since=since)] == ["V1", "SM4", "SM3"]
+    newest_seq = (await store.recent(limit=1))[0][0]
+    assert await store.recent(after_seq=newest_seq) == []
+
+
+async def test_concurrent_writes_share_commits_and_keep_every_answer(store: SQLiteSink) -> None:
+    events = [event(Status.SENT, "sent", message=f"SM{i}", at=i % 60) for i in range(600)]
+    results = await asyncio.gather(*(store.write(e) for e in events + events[:50]))
+    assert results.count(True) == 600 and results.count(False) == 50
+    conn = sqlite3.connect(store.path)
+    assert conn.execute("SELECT count(*) FROM events").fetchone() == (600,)
+    assert conn.execute("SELECT count(*) FROM messages").fetchone() == (600,)
+
+
+async def test_a_failed_batch_refuses_all_of_its_requests_and_stores_nothing(store: SQLiteSink) -> None:
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    events = [event(Status.SENT, "sent", message=f"SM{i}") for i in range(20)]
+    results = await asyncio.gather(*(store.write(e) for e in events), return_exceptions=True)
+    assert all(isinstance(r, SinkUnavailable) for r in results)
+    blocker.execute("ROLLBACK")
+    assert blocker.execute("SELECT count(*) FROM events").fetchone() == (0,)
+    assert await store.write(events[0]) is True  # recovers without a restart
+
+
+async def test_an_answer_means_the_event_is_committed(store: SQLiteSink) -> None:
+    assert await store.write(SENT)
+    other = sqlite3.connect(store.path)  # another connection sees it at once: it is committed
+    assert other.execute("SELECT id FROM events").fetchall() == [(SENT.id,)]
+
+
+async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
+    sink = SQLiteSink(str(tmp_path / "close.db"))
+    await sink.open()
+    writes = [sink.write(event(Status.SENT, "sent", message=f"SM{i}")) for i in range(300)]
+    # gather starts the tasks in order: every write is queued before close() queues its stop.
+    *results, _ = await asyncio.gather(*writes, sink.close())
+    assert all(results)
+    assert sqlite3.connect(sink.path).execute("SELECT count(*) FROM events").fetchone() == (300,)
+
+
+async def test_ready_is_false_while_the_file_cannot_be_written(store: SQLiteSink) -> None:
+    assert await store.ready()
+    blocker = sqlite3.connect(store.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    assert not await store.ready()
+    blocker.execute("ROLLBACK")
+    assert await store.ready()
