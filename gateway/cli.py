@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator
@@ -83,16 +84,26 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         metrics_dir = tempfile.mkdtemp(prefix="status-gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # every worker adds to one set of totals
+    host = host or config.server.host
+    port = config.server.port if port is None else port
+    if port == 0 and workers > 1:
+        port = _free_port(host)  # uvicorn's multi-worker start-up would announce port 0
     try:
         uvicorn.run(
-            "gateway.app:app_from_environment", factory=True,
-            host=host or config.server.host, port=config.server.port if port is None else port,
+            "gateway.app:app_from_environment", factory=True, host=host, port=port,
             workers=workers, log_config=None, access_log=False, server_header=False,
             proxy_headers=False, timeout_graceful_shutdown=30,
         )
     finally:
         if metrics_dir:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
 
 
 @main.command()

@@ -74,6 +74,7 @@ class GatewayProcess:
     url: str
     tmp_path: Path
     lines: list[str] = field(default_factory=list)
+    pump: threading.Thread = field(default_factory=threading.Thread)
 
     @property
     def db(self) -> Path:
@@ -86,12 +87,26 @@ class GatewayProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
             self.process.send_signal(sig)
-        return self.process.wait(timeout)
+        code = self.process.wait(timeout)
+        self.pump.join(timeout)
+        assert self.process.stderr is not None
+        self.process.stderr.close()
+        return code
+
+    @property
+    def shut_down_cleanly(self) -> bool:
+        """uvicorn finishes its shutdown, then re-raises SIGTERM, so -15 is a clean exit too."""
+        return self.process.returncode in (0, -signal.SIGTERM) and any(
+            "Application shutdown complete" in line for line in self.lines)
 
 
 def start_gateway(tmp_path: Path, document: dict[str, Any], *args: str,
                   env: dict[str, str] | None = None) -> GatewayProcess:
-    """`python -m gateway serve --port 0`; the port is read from uvicorn's "running on" line."""
+    """`python -m gateway serve --port 0`; the port is read from uvicorn's "running on" line.
+
+    With --workers N the parent announces the port before the workers listen: wait for N start-ups.
+    """
+    workers = int(args[args.index("--workers") + 1]) if "--workers" in args else 1
     config_path = tmp_path / "config.yaml"
     config_path.write_text(yaml.safe_dump(document))
     process = subprocess.Popen(
@@ -104,13 +119,18 @@ def start_gateway(tmp_path: Path, document: dict[str, Any], *args: str,
 
     def pump() -> None:
         assert process.stderr is not None
+        announced, ready = "", 0
         for line in process.stderr:
             gateway.lines.append(line)
-            if "running on" in line:
-                started.put(line)
+            announced = line if "running on" in line else announced
+            ready += "Application startup complete" in line
+            if announced and ready == workers:
+                started.put(announced)
+                ready = -1  # told once
         started.put(None)
 
-    threading.Thread(target=pump, daemon=True).start()
+    gateway.pump = threading.Thread(target=pump, daemon=True)
+    gateway.pump.start()
     line = started.get(timeout=60)
     if line is None:
         process.wait(10)
