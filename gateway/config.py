@@ -150,7 +150,7 @@ def expand(tree: Any, env: Mapping[str, str], where: str, key: str = "") -> Any:
         def substitute(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             value = env.get(name)
-            if value is None or (value == "" and default is not None):
+            if not value:  # set but empty counts as unset: an empty secret is no secret
                 if default is None:
                     raise ConfigError(f"{name} is not set ({where}, key {key})")
                 return default
@@ -229,7 +229,7 @@ def _endpoint(index: int, raw: dict[str, Any]) -> Endpoint:
     except ValidationError as exc:
         first = exc.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "settings"
-        message = "is missing" if first["type"] == "missing" else first["msg"].lower()
+        message = "is missing" if first["type"] == "missing" else first["msg"].lower().removeprefix("value error, ")
         raise ConfigError(f"endpoint {name}: {key} {message}") from None
     return Endpoint(name=name, provider=provider, path=path, settings=settings)
 

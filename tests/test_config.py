@@ -53,7 +53,8 @@ def test_endpoint_path_defaults_and_sqlite_path_is_beside_the_config(tmp_path: P
 
 ERRORS = {
     "unset-variable": ({"endpoints": endpoints()}, {}, "TWILIO_AUTH_TOKEN is not set (endpoint twilio-main, key auth_token)"),
-    "empty-secret": ({"endpoints": endpoints()}, {"TWILIO_AUTH_TOKEN": ""}, "endpoint twilio-main: auth_token"),
+    "empty-variable": ({"endpoints": endpoints()}, {"TWILIO_AUTH_TOKEN": ""}, "TWILIO_AUTH_TOKEN is not set"),
+    "empty-secret": ({"endpoints": endpoints(auth_token="")}, ENV, "endpoint twilio-main: auth_token secret is missing"),
     "missing-secret": ({"endpoints": [{"name": "a", "provider": "twilio"}]}, ENV, "endpoint a: auth_token is missing"),
     "unknown-provider": ({"endpoints": [{"name": "a", "provider": "plivo"}]}, ENV, "endpoint a: unknown provider 'plivo'"),
     "duplicate-path": ({"endpoints": [*endpoints(path="/x"), {"name": "b", "provider": "vonage", "path": "/x",
