@@ -1,4 +1,4 @@
-"""create_app(config): routes from the config, sinks opened in the lifespan, one refusal handler."""
+"""create_app(config): callback routes from the config, sinks opened in the lifespan, one refusal handler."""
 
 from __future__ import annotations
 
@@ -16,27 +16,44 @@ from starlette.routing import Route
 
 from gateway.api import api_routes
 from gateway.config import Config, load_config
-from gateway.errors import GatewayError, Unavailable
+from gateway.errors import GatewayError, refusal
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Sink, Store, is_store, open_sink
-from gateway.webhook import receive_callback
+from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
-def create_app(config: Config) -> Starlette:
+class Gateway:
+    """The ASGI app: a callback path goes straight to its CallbackRoute, anything else to Starlette."""
+
+    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette) -> None:
+        self.callbacks = callbacks
+        self.rest = rest
+        self.state = rest.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            route = self.callbacks.get(scope["path"])
+            if route is not None:
+                await route(scope, receive, send)
+                return
+        await self.rest(scope, receive, send)  # type: ignore[arg-type]
+
+
+def create_app(config: Config) -> Gateway:
     sinks = [open_sink(sink) for sink in config.sinks]
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    for endpoint in config.endpoints:
-        adapter = endpoint.adapter()
-        handler = partial(receive_callback, endpoint=endpoint.name, path=endpoint.path,
-                          provider=adapter, sinks=sinks, server=config.server)
-        routes.append(Route(endpoint.path, handler, methods=list(adapter.methods)))
+    callbacks = {
+        endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
+                                     sinks=sinks, server=config.server)
+        for endpoint in config.endpoints
+    }
     store = next((s for s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
         routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
@@ -57,10 +74,10 @@ def create_app(config: Config) -> Starlette:
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return app
+    return Gateway(callbacks, app)
 
 
-def app_from_environment() -> Starlette:
+def app_from_environment() -> Gateway:
     """Factory for uvicorn (`--workers N` needs an import string): the config named by $GATEWAY_CONFIG."""
     from gateway.logs import configure_logging
 
@@ -70,8 +87,10 @@ def app_from_environment() -> Starlette:
 
 
 async def refuse(request: Request, exc: GatewayError) -> Response:
-    headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, Unavailable) else None
-    return JSONResponse({"error": exc.code, "detail": str(exc)}, status_code=exc.status, headers=headers)
+    status, headers, body = refusal(exc)
+    response = Response(body, status_code=status)
+    response.raw_headers = headers
+    return response
 
 
 async def refuse_http(request: Request, exc: HTTPException) -> Response:

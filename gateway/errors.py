@@ -9,15 +9,21 @@
     │   ├── TooLarge                  too_large               413
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   ├── Unauthorized              unauthorized            401   (/v1 bearer token)
-    │   └── NotFound                  not_found               404
+    │   ├── NotFound                  not_found               404
+    │   └── MethodNotAllowed          method_not_allowed      405   + Allow
     └── Unavailable                                           503 + Retry-After
         ├── SinkUnavailable           sink_unavailable
         └── Unsigned                  unsigned_callback       (Vonage: a 5xx makes it retry signed)
 
-Messages say what to fix and never carry a secret, a token or a signature.
+Messages say what to fix and never carry a secret, a token or a signature. `refusal()` is the one
+place an exception becomes an HTTP answer, for the callback fast path and the Starlette routes alike.
 """
 
 from __future__ import annotations
+
+import orjson
+
+Headers = list[tuple[bytes, bytes]]
 
 
 class GatewayError(Exception):
@@ -68,6 +74,15 @@ class NotFound(Rejected):
     status = 404
 
 
+class MethodNotAllowed(Rejected):
+    code = "method_not_allowed"
+    status = 405
+
+    def __init__(self, message: str, allowed: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.allowed = allowed
+
+
 class Unavailable(GatewayError):
     """Answered 503 with Retry-After: the provider retries, so a real callback is not lost."""
 
@@ -81,3 +96,14 @@ class SinkUnavailable(Unavailable):
 
 class Unsigned(Unavailable):
     code = "unsigned_callback"
+
+
+def refusal(exc: GatewayError) -> tuple[int, Headers, bytes]:
+    """(status, headers, body) of the small JSON answer for a refused request."""
+    body = orjson.dumps({"error": exc.code, "detail": str(exc)})
+    headers: Headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if isinstance(exc, Unavailable):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
+    elif isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", ", ".join(exc.allowed).encode()))
+    return exc.status, headers, body

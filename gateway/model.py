@@ -57,7 +57,8 @@ STATUS_TABLE: dict[Status, tuple[int, bool]] = {
 
 def utc_iso(moment: datetime) -> str:
     """Fixed-width ISO 8601 UTC, so that stored timestamps also compare correctly as text."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits (strftime's %Y does not) and is twice as fast.
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def event_id(

@@ -1,25 +1,33 @@
-"""The callback path, top to bottom: size and media checks → Inbound → verify → parse → sinks → ack."""
+"""The callback path, top to bottom: size and media checks → Inbound → verify → parse → sinks → ack.
+
+Each endpoint is served as a bare ASGI app, not a Starlette route: this is the one path that runs
+for every callback, and Starlette's request, response and middleware objects cost more than
+everything the gateway itself does here (docs/benchmarks.md). Everything else (health, metrics,
+/v1) stays on Starlette.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from starlette.requests import Request
-from starlette.responses import Response
+from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.config import ServerConfig
 from gateway.errors import (
     GatewayError,
+    Headers,
     InvalidSignature,
     InvalidToken,
     Malformed,
+    MethodNotAllowed,
     TooLarge,
     UnsupportedMediaType,
+    refusal,
 )
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Sink
@@ -28,85 +36,127 @@ from providers.base import Inbound, Provider
 log = logging.getLogger("gateway.access")
 security_log = logging.getLogger("gateway.security")
 
+Scope = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
-async def receive_callback(
-    request: Request, *, endpoint: str, path: str, provider: Provider,
-    sinks: Sequence[Sink], server: ServerConfig,
-) -> Response:
-    started = time.perf_counter()
-    outcome, http_status, event = "accepted", 200, None
-    try:
-        inbound = await read_inbound(request, path, provider, server)
-        fields = provider.verify(inbound)
-        metrics.LAST_VERIFIED.labels(endpoint).set(time.time())
-        event = provider.parse(fields, inbound)
-        if event is None:
-            outcome = "not_a_status"
-        elif not await deliver(event, sinks):
-            outcome = "duplicate"
+
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nothing to verify, nobody to answer."""
+
+
+class CallbackRoute:
+    """One configured endpoint: the ASGI app that receives its provider's callbacks."""
+
+    def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[Sink],
+                 server: ServerConfig) -> None:
+        self.endpoint = endpoint
+        self.path = path
+        self.provider = provider
+        self.server = server
         body, media_type = provider.ack
-        return Response(body, media_type=media_type)
-    except GatewayError as exc:
-        outcome, http_status = exc.code, exc.status
-        if isinstance(exc, InvalidSignature | InvalidToken):
-            # Says which check failed and the URL checked (never a secret), so a proxy mix-up is visible.
-            security_log.warning("%s refused on endpoint %s: %s", exc.code, endpoint, exc)
-        raise
-    finally:
-        metrics.CALLBACKS.labels(provider.name, endpoint, outcome).inc()
-        if event is not None and outcome == "accepted":
-            metrics.EVENTS.labels(provider.name, event.status.value).inc()
-            if event.status is Status.UNKNOWN:
-                metrics.UNKNOWN_STATUSES.labels(provider.name, event.provider_status[:64]).inc()
-        log.info("callback", extra={
-            "provider": provider.name, "endpoint": endpoint, "outcome": outcome,
-            "message_id": event.message_id if event else None, "status": event.status.value if event else None,
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": http_status,
-        })
+        self._ack_headers: Headers = [(b"content-type", media_type.encode()),
+                                      (b"content-length", str(len(body)).encode())]
+        self._ack_body = body
+        # prometheus-client resolves labels on every .labels() call; the children are fixed, so once.
+        self._sinks = [(sink, metrics.SINK_WRITE.labels(type(sink).__name__)) for sink in sinks]
+        self._last_verified = metrics.LAST_VERIFIED.labels(endpoint)
+        self._outcomes: dict[str, Counter] = {}
+        self._statuses: dict[Status, Counter] = {}
 
-
-async def deliver(event: StatusEvent, sinks: Sequence[Sink]) -> bool:
-    """Hand the event to every sink in config order; False if a store already had its id."""
-    new = True
-    for sink in sinks:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        new = await sink.write(event) and new
-        metrics.SINK_WRITE.labels(type(sink).__name__).observe(time.perf_counter() - started)
-    return new
+        outcome, event = "accepted", None
+        status, headers, body = 200, self._ack_headers, self._ack_body
+        try:
+            inbound = await self.read_inbound(scope, receive)
+            fields = self.provider.verify(inbound)
+            self._last_verified.set(time.time())
+            event = self.provider.parse(fields, inbound)
+            if event is None:
+                outcome = "not_a_status"
+            elif not await self.deliver(event):
+                outcome = "duplicate"
+        except GatewayError as exc:
+            outcome = exc.code
+            status, headers, body = refusal(exc)
+            if isinstance(exc, InvalidSignature | InvalidToken):
+                # Says which check failed and the URL checked (never a secret), so a proxy mix-up is visible.
+                security_log.warning("%s refused on endpoint %s: %s", exc.code, self.endpoint, exc)
+        except ClientGone:
+            outcome, status = "client_gone", 499
+        finally:
+            self._count(outcome, event)
+        if status != 499:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        if log.isEnabledFor(logging.INFO):
+            log.info("callback", extra={
+                "provider": self.provider.name, "endpoint": self.endpoint, "outcome": outcome,
+                "message_id": event.message_id if event else None, "status": event.status.value if event else None,
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": status,
+            })
+
+    async def deliver(self, event: StatusEvent) -> bool:
+        """Hand the event to every sink in config order; False if a store already had its id."""
+        new = True
+        for sink, histogram in self._sinks:
+            started = time.perf_counter()
+            new = await sink.write(event) and new
+            histogram.observe(time.perf_counter() - started)
+        return new
+
+    def _count(self, outcome: str, event: StatusEvent | None) -> None:
+        counter = self._outcomes.get(outcome)
+        if counter is None:
+            counter = self._outcomes[outcome] = metrics.CALLBACKS.labels(self.provider.name, self.endpoint, outcome)
+        counter.inc()
+        if event is not None and outcome == "accepted":
+            events = self._statuses.get(event.status)
+            if events is None:
+                events = self._statuses[event.status] = metrics.EVENTS.labels(self.provider.name, event.status.value)
+            events.inc()
+            if event.status is Status.UNKNOWN:
+                metrics.UNKNOWN_STATUSES.labels(self.provider.name, event.provider_status[:64]).inc()
+
+    async def read_inbound(self, scope: Scope, receive: Receive) -> Inbound:
+        provider, server = self.provider, self.server
+        method = scope["method"]
+        if method not in provider.methods:
+            raise MethodNotAllowed(f"{provider.name} callbacks are {' or '.join(provider.methods)}",
+                                   provider.methods)
+        headers = _headers(scope["headers"])
+        length = headers.get("content-length")
+        if length is not None:
+            if not length.isdigit():
+                raise Malformed("the Content-Length header is not a number")
+            if int(length) > server.max_body_bytes:
+                raise TooLarge(f"the body is larger than {server.max_body_bytes} bytes")
+        if method == "POST":
+            media_type, _, parameters = headers.get("content-type", "").partition(";")
+            media_type = media_type.strip().lower()
+            if media_type not in provider.media_types:
+                raise UnsupportedMediaType(
+                    f"{provider.name} callbacks are {' or '.join(sorted(provider.media_types))}, "
+                    f"not {media_type or 'untyped'}"
+                )
+            if parameters:
+                charset = parameters.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
+                if charset and charset not in ("utf-8", "utf8"):
+                    raise UnsupportedMediaType("only UTF-8 bodies are accepted")
+        body = await _read_body(receive, server.max_body_bytes)
+        query = scope["query_string"].decode("latin-1")
+        return Inbound(
+            method=method,
+            url=_signed_url(scope, headers, self.path, query, server),
+            headers=headers,
+            body=body,
+            received_at=datetime.now(timezone.utc),
+            query=query,
+        )
 
 
-async def read_inbound(request: Request, path: str, provider: Provider, server: ServerConfig) -> Inbound:
-    scope = request.scope
-    headers = _headers(scope["headers"])
-    length = headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise Malformed("the Content-Length header is not a number")
-        if int(length) > server.max_body_bytes:
-            raise TooLarge(f"the body is larger than {server.max_body_bytes} bytes")
-    if scope["method"] == "POST":
-        media_type, _, parameters = headers.get("content-type", "").partition(";")
-        media_type = media_type.strip().lower()
-        if media_type not in provider.media_types:
-            raise UnsupportedMediaType(
-                f"{provider.name} callbacks are {' or '.join(sorted(provider.media_types))}, not {media_type or 'untyped'}"
-            )
-        charset = parameters.partition("charset=")[2].split(";")[0].strip().strip('"').lower()
-        if charset and charset not in ("utf-8", "utf8"):
-            raise UnsupportedMediaType("only UTF-8 bodies are accepted")
-    body = await _read_body(request, server.max_body_bytes)
-    query = scope["query_string"].decode("latin-1")
-    return Inbound(
-        method=scope["method"],
-        url=_signed_url(scope, headers, path, query, server),
-        headers=headers,
-        body=body,
-        received_at=datetime.now(timezone.utc),
-        query=query,
-    )
-
-
-def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
     # A repeated header is joined (RFC 9110 §5.3): two signatures then match nothing, as they should.
     headers: dict[str, str] = {}
     for key, value in raw:
@@ -115,18 +165,29 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     return headers
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(receive: Receive, limit: int) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        if len(body) > limit:
+            raise TooLarge(f"the body is larger than {limit} bytes")
+        return body  # the usual case: the whole body in one message
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    while True:
+        if message["type"] == "http.disconnect":
+            raise ClientGone
+        chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise TooLarge(f"the body is larger than {limit} bytes")
         chunks.append(chunk)
-    return b"".join(chunks)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+        message = await receive()
 
 
-def _signed_url(scope: Any, headers: dict[str, str], path: str, query: str, server: ServerConfig) -> str:
+def _signed_url(scope: Scope, headers: dict[str, str], path: str, query: str, server: ServerConfig) -> str:
     """SPEC §5: public_url + endpoint path + raw query; else the request's own URL."""
     base = server.public_url
     if base is None:
@@ -137,3 +198,4 @@ def _signed_url(scope: Any, headers: dict[str, str], path: str, query: str, serv
             host = headers.get("x-forwarded-host", host).split(",")[0].strip()
         base = f"{scheme}://{host}"
     return f"{base}{path}?{query}" if query else f"{base}{path}"
+

@@ -6,9 +6,12 @@ Callback fields:  https://www.twilio.com/docs/messaging/guides/track-outbound-me
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from datetime import datetime, timezone
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import unquote, urlencode
 
 import orjson
 from pydantic import Field
@@ -58,6 +61,7 @@ ERRORS: dict[str, str] = {
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 ACK = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
+DIGESTS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
 
 
 class TwilioSettings(Settings):
@@ -84,8 +88,7 @@ class Twilio:
             raise InvalidSignature("missing X-Twilio-Signature header")
         validators, algorithm = self._signers(inbound.headers.get("x-twilio-webhooks-signature-settings"))
         signed, fields = _signed_params(inbound)
-        # Every configured token is tried: during a rotation both the old and the new one sign.
-        if not any(v.validate(inbound.url, signed, signature, algorithm) for v in validators):
+        if not _signed_by(validators, inbound.url, signed, signature, algorithm):
             raise InvalidSignature(
                 f"signature does not match {inbound.url} (check server.public_url and the auth token)"
             )
@@ -158,6 +161,28 @@ class Twilio:
         )
 
 
+def _signed_by(
+    validators: tuple[RequestValidator, ...], url: str, signed: Any, signature: str, algorithm: str,
+) -> bool:
+    """Whether any configured token (rotation: old and new both sign for a while) made `signature`.
+
+    A form POST, nearly every callback, is first checked against the exact URL in one pass: the
+    string the SDK's compute_signature builds (URL, then each distinct key+value pair in sorted
+    order), one HMAC per token, which costs a fifth of RequestValidator.validate. Anything that does
+    not match there (the URL with its port added or removed, bodySHA256, GET) goes to the SDK's
+    validate, which decides. tests/providers/test_twilio.py holds the two to the same answers.
+    """
+    if isinstance(signed, list):
+        text = (url + "".join(key + value for key, value in sorted(set(signed)))).encode()
+        expected = signature.encode()
+        digest = DIGESTS[algorithm]
+        for validator in validators:
+            if hmac.compare_digest(base64.b64encode(hmac.new(validator.token, text, digest).digest()), expected):
+                return True
+        signed = ImmutableMultiDict(signed)
+    return any(validator.validate(url, signed, signature, algorithm) for validator in validators)
+
+
 def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
     """What the signature covers (for RequestValidator) and the fields it authenticates."""
     if inbound.method == "GET":
@@ -180,8 +205,8 @@ def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
     pairs = _decode_pairs(inbound.body, "form body")
     if body_sha256:
         return _decode_text(inbound.body), _pairs_to_fields(pairs)
-    # A multi-dict keeps repeated keys and blank values: both are part of the signed string.
-    return ImmutableMultiDict(pairs), _pairs_to_fields(pairs)
+    # The pairs keep repeated keys and blank values: both are part of the signed string.
+    return pairs, _pairs_to_fields(pairs)
 
 
 def _decode_text(body: bytes) -> str:
@@ -192,9 +217,16 @@ def _decode_text(body: bytes) -> str:
 
 
 def _decode_pairs(data: bytes, what: str) -> list[tuple[str, str]]:
+    """parse_qsl(keep_blank_values=True, errors="strict"), less its generality (a third of the cost)."""
     try:
-        return parse_qsl(data.decode("ascii"), keep_blank_values=True, encoding="utf-8", errors="strict")
-    except (UnicodeDecodeError, ValueError) as exc:
+        pairs = []
+        for part in data.decode("ascii").split("&"):
+            if part:
+                name, _, value = part.partition("=")
+                pairs.append((unquote(name.replace("+", " "), errors="strict"),
+                              unquote(value.replace("+", " "), errors="strict")))
+        return pairs
+    except UnicodeDecodeError as exc:
         raise Malformed(f"the {what} is not valid percent-encoded UTF-8") from exc
 
 
