@@ -8,13 +8,15 @@ everything the gateway itself does here (docs/benchmarks.md). Everything else (h
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from gateway import metrics
 from gateway.config import ServerConfig
@@ -98,13 +100,17 @@ class CallbackRoute:
             })
 
     async def deliver(self, event: StatusEvent) -> bool:
-        """Hand the event to every sink in config order; False if a store already had its id."""
-        new = True
-        for sink, histogram in self._sinks:
-            started = time.perf_counter()
-            new = await sink.write(event) and new
-            histogram.observe(time.perf_counter() - started)
-        return new
+        """Hand the event to every sink at once, wait for all; False if a store already had its id."""
+        started = time.perf_counter()
+        futures = [sink.write(event) for sink, _ in self._sinks]
+        for future, (_, histogram) in zip(futures, self._sinks, strict=True):
+            future.add_done_callback(partial(_observe, histogram, started))
+        try:
+            return all([await future for future in futures])
+        except BaseException:
+            for future in futures:  # a second failure is the same outage: not worth a warning of its own
+                future.add_done_callback(_consume)
+            raise
 
     def _count(self, outcome: str, event: StatusEvent | None) -> None:
         counter = self._outcomes.get(outcome)
@@ -154,6 +160,15 @@ class CallbackRoute:
             received_at=datetime.now(timezone.utc),
             query=query,
         )
+
+
+def _observe(histogram: Histogram, started: float, future: asyncio.Future[bool]) -> None:
+    histogram.observe(time.perf_counter() - started)
+
+
+def _consume(future: asyncio.Future[bool]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:

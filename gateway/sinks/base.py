@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Protocol
 
@@ -13,10 +14,12 @@ class Sink(Protocol):
         """Connect and create what is missing; raises SinkUnavailable if it cannot."""
         ...
 
-    async def write(self, event: StatusEvent) -> bool:
-        """Durably take the event: True if new, False if its id was already stored.
+    def write(self, event: StatusEvent) -> asyncio.Future[bool]:
+        """Take the event; the future resolves once it is durable: True if new, False if its id
+        was already stored, or raises SinkUnavailable (the caller answers 503, the provider retries).
 
-        Raises SinkUnavailable; the caller then answers 503 and the provider retries.
+        A future rather than a coroutine, so one callback is handed to every sink at once and the
+        sinks' waits overlap; none may resolve it before the event is written.
         """
         ...
 

@@ -27,7 +27,7 @@ class LogSink:
         except OSError as exc:
             raise SinkUnavailable(f"cannot open log sink {self._path}: {exc.strerror}") from exc
 
-    async def write(self, event: StatusEvent) -> bool:
+    def write(self, event: StatusEvent) -> asyncio.Future[bool]:
         # The log is a record of every verified callback; a retry is printed again (it cannot tell).
         loop = asyncio.get_running_loop()
         if not self._lines:
@@ -35,7 +35,7 @@ class LogSink:
         self._lines.append(event.dumps())
         waiter = loop.create_future()
         self._waiters.append(waiter)
-        return await waiter
+        return waiter
 
     def _flush(self) -> None:
         lines, waiters = self._lines, self._waiters
