@@ -13,10 +13,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from datetime import datetime, timezone
-from functools import partial
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.config import ServerConfig
@@ -93,20 +92,22 @@ class CallbackRoute:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
         if log.isEnabledFor(logging.INFO):
-            log.info("callback", extra={
+            log.info("callback", extra={"access": {
                 "provider": self.provider.name, "endpoint": self.endpoint, "outcome": outcome,
                 "message_id": event.message_id if event else None, "status": event.status.value if event else None,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": status,
-            })
+            }})
 
     async def deliver(self, event: StatusEvent) -> bool:
         """Hand the event to every sink at once, wait for all; False if a store already had its id."""
         started = time.perf_counter()
         futures = [sink.write(event) for sink, _ in self._sinks]
-        for future, (_, histogram) in zip(futures, self._sinks, strict=True):
-            future.add_done_callback(partial(_observe, histogram, started))
+        new = True
         try:
-            return all([await future for future in futures])
+            for future, (_, histogram) in zip(futures, self._sinks, strict=True):
+                new = await future and new
+                histogram.observe(time.perf_counter() - started)
+            return new
         except BaseException:
             for future in futures:  # a second failure is the same outage: not worth a warning of its own
                 future.add_done_callback(_consume)
@@ -160,10 +161,6 @@ class CallbackRoute:
             received_at=datetime.now(timezone.utc),
             query=query,
         )
-
-
-def _observe(histogram: Histogram, started: float, future: asyncio.Future[bool]) -> None:
-    histogram.observe(time.perf_counter() - started)
 
 
 def _consume(future: asyncio.Future[bool]) -> None:

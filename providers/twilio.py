@@ -223,11 +223,16 @@ def _decode_pairs(data: bytes, what: str) -> list[tuple[str, str]]:
         for part in data.decode("ascii").split("&"):
             if part:
                 name, _, value = part.partition("=")
-                pairs.append((unquote(name.replace("+", " "), errors="strict"),
-                              unquote(value.replace("+", " "), errors="strict")))
+                pairs.append((_unquote(name), _unquote(value)))
         return pairs
     except UnicodeDecodeError as exc:
         raise Malformed(f"the {what} is not valid percent-encoded UTF-8") from exc
+
+
+def _unquote(text: str) -> str:
+    if "+" in text:
+        text = text.replace("+", " ")
+    return unquote(text, errors="strict") if "%" in text else text
 
 
 def _pairs_to_fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:

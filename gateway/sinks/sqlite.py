@@ -1,68 +1,24 @@
-"""SQLiteSink, the embedded default store: one writer thread, WAL, group commit.
+"""SQLiteSink, the embedded default store: WAL, group commit in a writer process.
 
-Each request enqueues its event and awaits the commit of the batch it landed in, so many
-concurrent callbacks share one fsync and none is answered before its event is on disk.
+Each request hands its event to the writer and awaits the commit of the batch it landed in, so
+many concurrent callbacks share one fsync and none is answered before its event is on disk.
+Why the writer is a process of its own: sqlite_writer.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import queue
+import collections
 import sqlite3
-import threading
+import sys
 from datetime import datetime
 from typing import Any
 
 from gateway.errors import SinkUnavailable
 from gateway.model import Status, StatusEvent, utc_iso
+from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
-# Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
-MIGRATIONS: list[list[str]] = [
-    [
-        """CREATE TABLE events (
-            seq INTEGER PRIMARY KEY,
-            id TEXT NOT NULL UNIQUE,
-            provider TEXT NOT NULL,
-            message_id TEXT NOT NULL,
-            status TEXT NOT NULL,
-            received_at TEXT NOT NULL,
-            body BLOB NOT NULL
-        )""",
-        "CREATE INDEX events_by_message ON events (provider, message_id, seq)",
-        """CREATE TABLE messages (
-            provider TEXT NOT NULL,
-            message_id TEXT NOT NULL,
-            rank INTEGER NOT NULL,
-            occurred_at TEXT NOT NULL,
-            received_at TEXT NOT NULL,
-            event_id TEXT NOT NULL,
-            PRIMARY KEY (provider, message_id)
-        ) WITHOUT ROWID""",
-        "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
-    ],
-    [
-        # v2: the current status moves in a trigger, so a batch is one INSERT statement.
-        "ALTER TABLE events ADD COLUMN rank INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE events ADD COLUMN occurred_at TEXT NOT NULL DEFAULT ''",
-        # SPEC §4 precedence, decided inside the inserting statement: a row moves only to a greater
-        # (rank, occurred_at, received_at); so a late `sent` or an `unknown` never moves it back.
-        """CREATE TRIGGER events_move_current AFTER INSERT ON events BEGIN
-            INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id)
-            VALUES (NEW.provider, NEW.message_id, NEW.rank, NEW.occurred_at, NEW.received_at, NEW.id)
-            ON CONFLICT (provider, message_id) DO UPDATE SET
-                rank = excluded.rank, occurred_at = excluded.occurred_at,
-                received_at = excluded.received_at, event_id = excluded.event_id
-            WHERE (excluded.rank, excluded.occurred_at, excluded.received_at)
-                > (messages.rank, messages.occurred_at, messages.received_at);
-        END""",
-    ],
-]
-SCHEMA_VERSION = len(MIGRATIONS)
-EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, received_at, body, rank, occurred_at)
-VALUES {rows} ON CONFLICT (id) DO NOTHING"""
-STOP = object()
-Pending = tuple[StatusEvent, "asyncio.Future[bool]"]
+RESTART_DELAY = 1.0  # seconds before a writer that died is started again
 
 
 class SQLiteSink:
@@ -70,158 +26,93 @@ class SQLiteSink:
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
     ) -> None:
         self.path = path
-        self._synchronous = synchronous.upper()
+        self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._committed = threading.Event()  # set after each commit; the checkpointer waits on it
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._writer: asyncio.subprocess.Process | None = None
+        self._answers: asyncio.Task[None] | None = None
+        self._outgoing: list[bytes] = []
+        self._waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._closing = False
 
     def connect(self) -> sqlite3.Connection:
-        # Batch statements differ by row count: room for every size up to max_batch in the cache.
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
-                               timeout=self._busy_timeout_ms / 1000, cached_statements=3 * self._max_batch + 16)
-        conn.execute(f"PRAGMA busy_timeout = {self._busy_timeout_ms}")
-        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        return conn
+        return connect(self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
 
     async def open(self) -> None:
-        self._loop = asyncio.get_running_loop()
         try:
             await asyncio.to_thread(self._migrate)
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="sqlite-writer", daemon=True)
-        self._thread.start()
-        self._checkpointer = threading.Thread(target=self._checkpoint, name="sqlite-checkpointer", daemon=True)
-        self._checkpointer.start()
+        self._closing = False
+        await self._start_writer()
 
     def _migrate(self) -> None:
         conn = self.connect()
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("BEGIN IMMEDIATE")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway's")
-            for statements in MIGRATIONS[version:]:
-                for statement in statements:
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            conn.execute("COMMIT")
+            migrate(conn)
         finally:
             conn.close()
 
+    async def _start_writer(self) -> None:
+        self._writer = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway.sinks.sqlite_writer",
+            self.path, self._synchronous, str(self._busy_timeout_ms), str(self._max_batch),
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )
+        self._answers = asyncio.create_task(self._read_answers(self._writer))
+
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
-        assert self._loop is not None, "open() first"
-        future: asyncio.Future[bool] = self._loop.create_future()
-        self._queue.put((event, future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        if self._writer is None or self._writer.returncode is not None or self._closing:
+            future.set_exception(SinkUnavailable("the SQLite writer is not running; it is being restarted"))
+            return future
+        if not self._outgoing:
+            loop.call_soon(self._send)  # one pipe write for every event of this loop turn
+        self._outgoing.append(event.dumps())
+        self._waiting.append(future)
         return future
 
-    def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
-        stopping = False
-        while not stopping:
-            item = self._queue.get()
-            if item is STOP:
-                break
-            batch: list[Pending] = [item]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is STOP:
-                    stopping = True
-                    break
-                batch.append(item)
-            outcome: list[bool] | SinkUnavailable
-            try:
-                if conn is None:
-                    conn = self.connect()
-                    # Checkpoints run beside the writer (below), so no commit waits for one.
-                    conn.execute("PRAGMA wal_autocheckpoint = 0")
-                outcome = self._commit(conn, [event for event, _ in batch])
-                self._committed.set()
-            except sqlite3.Error as exc:
-                outcome = SinkUnavailable(f"the SQLite store cannot take events: {exc}")
-                if conn is not None:
-                    conn.close()
-                conn = None
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(_settle, batch, outcome)
-        if conn is not None:
-            conn.close()
+    def _send(self) -> None:
+        if self._outgoing and self._writer is not None and self._writer.stdin is not None:
+            self._writer.stdin.write(b"\n".join(self._outgoing) + b"\n")
+        self._outgoing = []
 
-    def _checkpoint(self) -> None:
-        """Copies committed pages from the WAL into the database while the writer goes on.
-
-        SQLite's automatic checkpoint runs inside the commit that crosses its threshold, and
-        copying and syncing a thousand pages there held up every request of that batch (two thirds
-        of the commit time, amortized). A PASSIVE checkpoint never blocks the writer; run after
-        each commit, it keeps the WAL short, and the WAL restarts from its beginning whenever the
-        checkpoint has caught up with it.
-        """
-        conn: sqlite3.Connection | None = None
-        while True:
-            self._committed.wait()
-            self._committed.clear()
-            if self._stopping:
-                break
-            try:
-                if conn is None:
-                    conn = self.connect()
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-            except sqlite3.Error:  # busy (another worker's checkpoint) or an outage: the writer reports that
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-    @staticmethod
-    def _commit(conn: sqlite3.Connection, events: list[StatusEvent]) -> list[bool]:
-        """The batch in one statement: its own transaction, the current statuses moved by the trigger.
-
-        The writer thread needs the GIL back after every statement, and the event loop holds it
-        most of the time under load: a statement per event made the commit wait on the GIL, not
-        on the disk. A duplicate id is skipped by ON CONFLICT; which ones were skipped is only
-        looked up when the row count says some were.
-        """
-        results, new, seen = [], [], set()
-        for e in events:
-            fresh = e.id not in seen  # the same callback twice in one batch: the second is a duplicate
-            seen.add(e.id)
-            results.append(fresh)
-            if fresh:
-                new.append(e)
-        cursor = conn.execute(INSERT_EVENTS.format(rows=", ".join([EVENT_ROW] * len(new))), [
-            value for e in new for value in (
-                e.id, e.provider, e.message_id, e.status.value, e.received_at, e.dumps(),
-                e.status.rank, e.occurred_at or "",
-            )])
-        if cursor.rowcount < len(new):
-            # Rows inserted by one statement take consecutive seqs, ending at lastrowid.
-            last = cursor.lastrowid or 0
-            inserted = {row[0] for row in conn.execute(
-                "SELECT id FROM events WHERE seq > ? AND seq <= ?", (last - cursor.rowcount, last))}
-            results = [fresh and e.id in inserted for fresh, e in zip(results, events, strict=True)]
-        return results
+    async def _read_answers(self, writer: asyncio.subprocess.Process) -> None:
+        """Settles the waiting futures in order, one answer line each; fails the rest if the writer ends."""
+        assert writer.stdout is not None
+        pending = b""
+        while data := await writer.stdout.read(1 << 16):
+            *lines, pending = (pending + data).split(b"\n")
+            for line in lines:
+                future = self._waiting.popleft()
+                if future.done():  # the request went away; its event is stored all the same
+                    continue
+                if line == b"1" or line == b"0":
+                    future.set_result(line == b"1")
+                else:
+                    future.set_exception(SinkUnavailable(line.decode(errors="replace").removeprefix("E ")))
+        await writer.wait()
+        self._outgoing = []
+        while self._waiting:  # sent but unanswered: maybe stored, never acknowledged; the retry dedups
+            future = self._waiting.popleft()
+            if not future.done():
+                future.set_exception(SinkUnavailable("the SQLite writer stopped"))
+        if not self._closing:
+            await asyncio.sleep(RESTART_DELAY)
+            if not self._closing:
+                await self._start_writer()
 
     async def ready(self) -> bool:
         """Writable now: a real (tiny) commit, so a read-only file or a full disk shows here."""
-        return await asyncio.to_thread(self._probe)
+        alive = self._writer is not None and self._writer.returncode is None
+        return alive and await asyncio.to_thread(self._probe)
 
     def _probe(self) -> bool:
         try:
             conn = self.connect()
             try:
-                conn.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
-                             (utc_iso(datetime.now().astimezone()),))
+                heartbeat(conn, utc_iso(datetime.now().astimezone()))
             finally:
                 conn.close()
         except sqlite3.Error:
@@ -229,21 +120,23 @@ class SQLiteSink:
         return True
 
     async def close(self) -> None:
-        if self._thread is not None:
-            self._queue.put(STOP)  # behind every event already queued: those are committed first
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        if self._checkpointer is not None:
-            self._stopping = True
-            self._committed.set()
-            await asyncio.to_thread(self._checkpointer.join)
-            self._checkpointer = None
+        """Sends what is queued, then ends the writer's input: it commits and answers all of it first."""
+        self._closing = True
+        writer, answers = self._writer, self._answers
+        if writer is None or answers is None:
+            return
+        self._send()
+        if writer.stdin is not None:
+            writer.stdin.close()
+        await answers
+        self._writer = self._answers = None
 
     # --- reads (the Store side) -------------------------------------------------------------
 
     async def current(self, provider: str, message_id: str) -> StatusEvent | None:
         rows = await self._read(
-            "SELECT e.seq, e.body FROM messages m JOIN events e ON e.id = m.event_id"
+            "SELECT e.seq, e.body FROM messages m JOIN events e"
+            " ON e.provider = m.provider AND e.message_id = m.message_id AND e.id = m.event_id"
             " WHERE m.provider = ? AND m.message_id = ?", (provider, message_id))
         return rows[0][1] if rows else None
 
@@ -291,13 +184,3 @@ def filters(
             params.append(value)
             clauses.append(f"{column} {op} {mark.replace('#', str(len(params)))}")
     return clauses, params
-
-
-def _settle(batch: list[Pending], outcome: list[bool] | SinkUnavailable) -> None:
-    for index, (_, future) in enumerate(batch):
-        if future.done():  # the request went away; its event is stored all the same
-            continue
-        if isinstance(outcome, SinkUnavailable):
-            future.set_exception(outcome)
-        else:
-            future.set_result(outcome[index])

@@ -1,0 +1,113 @@
+"""The SQLite store's schema and its two writes, as plain synchronous functions.
+
+Used by the writer process (sqlite_writer.py), which does every event write, and by SQLiteSink
+for start-up migration, readiness and reads.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+# Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
+# Every event touches two B-trees at random places (its message's index entry and current row);
+# each random touch costs a page written to the WAL, so there are no more of them than that.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            status TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            occurred_at TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            body BLOB NOT NULL
+        )""",
+        # The id is a hash that includes provider and message id, so this is unique on id alone
+        # (one callback stored once) and also serves a message's timeline.
+        "CREATE UNIQUE INDEX events_by_message ON events (provider, message_id, id)",
+        """CREATE TABLE messages (
+            provider TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            rank INTEGER NOT NULL,
+            occurred_at TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            PRIMARY KEY (provider, message_id)
+        ) WITHOUT ROWID""",
+        # SPEC §4 precedence, decided inside the inserting statement: a row moves only to a greater
+        # (rank, occurred_at, received_at); so a late `sent` or an `unknown` never moves it back.
+        """CREATE TRIGGER events_move_current AFTER INSERT ON events BEGIN
+            INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id)
+            VALUES (NEW.provider, NEW.message_id, NEW.rank, NEW.occurred_at, NEW.received_at, NEW.id)
+            ON CONFLICT (provider, message_id) DO UPDATE SET
+                rank = excluded.rank, occurred_at = excluded.occurred_at,
+                received_at = excluded.received_at, event_id = excluded.event_id
+            WHERE (excluded.rank, excluded.occurred_at, excluded.received_at)
+                > (messages.rank, messages.occurred_at, messages.received_at);
+        END""",
+        "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)
+VALUES {rows} ON CONFLICT (provider, message_id, id) DO NOTHING"""
+Row = tuple[str, str, str, str, int, str, str, bytes]  # (id, provider, message_id, status, rank, occurred_at, received_at, body)
+
+
+def connect(path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, statements: int = 128,
+            ) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                           timeout=busy_timeout_ms / 1000, cached_statements=statements)
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute(f"PRAGMA synchronous = {'NORMAL' if synchronous.lower() == 'normal' else 'FULL'}")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Create or upgrade the schema in one transaction; refuse a file from a newer gateway."""
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"schema version {version} is newer than this gateway's")
+        for statements in MIGRATIONS[version:]:
+            for statement in statements:
+                conn.execute(statement)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def insert_events(conn: sqlite3.Connection, rows: list[Row]) -> list[bool]:
+    """The batch in one statement (its own transaction; the trigger moves current statuses).
+
+    True for each row stored now, False for a duplicate: of a stored event or of an earlier row
+    of the same batch. Which rows ON CONFLICT skipped is only looked up when the count says some were.
+    """
+    results, new, seen = [], [], set()
+    for row in rows:
+        fresh = row[0] not in seen
+        seen.add(row[0])
+        results.append(fresh)
+        if fresh:
+            new.append(row)
+    params: list[Any] = [value for row in new for value in row]
+    cursor = conn.execute(INSERT_EVENTS.format(rows=", ".join([EVENT_ROW] * len(new))), params)
+    if cursor.rowcount < len(new):
+        # Rows inserted by one statement take consecutive seqs, ending at lastrowid.
+        last = cursor.lastrowid or 0
+        inserted = {found for (found,) in conn.execute(
+            "SELECT id FROM events WHERE seq > ? AND seq <= ?", (last - cursor.rowcount, last))}
+        results = [fresh and row[0] in inserted for fresh, row in zip(results, rows, strict=True)]
+    return results
+
+
+def heartbeat(conn: sqlite3.Connection, at: str) -> None:
+    conn.execute("INSERT INTO heartbeat (id, at) VALUES (1, ?) ON CONFLICT (id) DO UPDATE SET at = excluded.at", (at,))
