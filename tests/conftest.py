@@ -21,6 +21,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config, load_config
+from tests.postgres import PostgresCluster
 
 TWILIO_TOKEN = "twilio_test_auth_token_0123456789abcdef"
 VONAGE_SECRET = "vonage_test_signature_secret_0123456789abcdef"
@@ -146,3 +147,18 @@ def gateway_process(tmp_path: Path) -> Iterator[GatewayProcess]:
     gateway = start_gateway(tmp_path, config_document(tmp_path))
     yield gateway
     gateway.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the session; each test takes a fresh database of it."""
+    cluster = PostgresCluster()
+    cluster.start()
+    yield cluster
+    cluster.stop()
+    cluster.remove()
+
+
+@pytest.fixture
+def postgres_dsn(postgres_cluster: PostgresCluster) -> str:
+    return postgres_cluster.new_database()

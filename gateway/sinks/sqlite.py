@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.errors import SinkUnavailable
 from gateway.model import Status, StatusEvent, utc_iso
+from gateway.sinks.sql import filters
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
@@ -166,21 +167,3 @@ class SQLiteSink:
             return await asyncio.to_thread(run)
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"cannot read the SQLite store: {exc}") from exc
-
-
-def filters(
-    provider: str | None, status: Status | None, since: datetime | None, after_seq: int | None, mark: str,
-) -> tuple[list[str], list[Any]]:
-    """WHERE clauses shared by the SQL stores; `mark` makes the placeholders (? or $n)."""
-    clauses: list[str] = []
-    params: list[Any] = []
-    for column, op, value in (
-        ("provider", "=", provider),
-        ("status", "=", status.value if status else None),
-        ("received_at", ">=", utc_iso(since) if since else None),
-        ("seq", ">", after_seq),
-    ):
-        if value is not None:
-            params.append(value)
-            clauses.append(f"{column} {op} {mark.replace('#', str(len(params)))}")
-    return clauses, params

@@ -1,4 +1,5 @@
-"""One suite over every store: dedup, precedence, timeline, recent, group commit and its failures."""
+"""One suite over every store (SQLite and a real PostgreSQL): dedup, precedence, timeline, recent,
+group commit and its failures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,13 @@ from typing import Any
 
 import pytest
 
+import asyncpg
+
 from gateway.errors import SinkUnavailable
 from gateway.model import Status, StatusEvent
+from gateway.sinks import Store
+from gateway.sinks import postgres as postgres_module
+from gateway.sinks.postgres import PostgresSink
 from gateway.sinks.sqlite import SQLiteSink
 
 pytestmark = pytest.mark.anyio
@@ -24,11 +30,34 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteSink]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteSink]:
     sink = SQLiteSink(str(tmp_path / "store.db"), busy_timeout_ms=200)
     await sink.open()
     yield sink
     await sink.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    sink: Store
+    if request.param == "sqlite":
+        sink = SQLiteSink(str(tmp_path / "store.db"), busy_timeout_ms=200)
+    else:
+        sink = PostgresSink(request.getfixturevalue("postgres_dsn"), pool_size=4)
+    await sink.open()
+    yield sink
+    await sink.close()
+
+
+async def count(store: Store, sql: str) -> int:
+    """A count straight from the database, through a connection of its own."""
+    if isinstance(store, SQLiteSink):
+        return int(sqlite3.connect(store.path).execute(sql).fetchone()[0])
+    conn = await asyncpg.connect(store._dsn)
+    try:
+        return int(await conn.fetchval(sql))
+    finally:
+        await conn.close()
 
 
 def event(status: Status, word: str, *, message: str = "SM1", at: int = 0, occurred: int | None = None,
@@ -43,13 +72,13 @@ def event(status: Status, word: str, *, message: str = "SM1", at: int = 0, occur
 SENT, DELIVERED = event(Status.SENT, "sent", at=1), event(Status.DELIVERED, "delivered", at=2)
 
 
-async def test_a_retry_is_stored_once(store: SQLiteSink) -> None:
+async def test_a_retry_is_stored_once(store: Store) -> None:
     assert await store.write(SENT) is True
     assert await store.write(event(Status.SENT, "sent", at=9)) is False  # same callback, later arrival
     assert [e.id for e in await store.timeline("twilio", "SM1")] == [SENT.id]
 
 
-async def test_late_sent_stays_in_the_timeline_but_not_the_status(store: SQLiteSink) -> None:
+async def test_late_sent_stays_in_the_timeline_but_not_the_status(store: Store) -> None:
     late_sent = event(Status.SENT, "sent", at=3)
     for e in (DELIVERED, late_sent):
         await store.write(e)
@@ -57,7 +86,7 @@ async def test_late_sent_stays_in_the_timeline_but_not_the_status(store: SQLiteS
     assert [e.status for e in await store.timeline("twilio", "SM1")] == [Status.DELIVERED, Status.SENT]
 
 
-async def test_unknown_never_replaces_a_known_status(store: SQLiteSink) -> None:
+async def test_unknown_never_replaces_a_known_status(store: Store) -> None:
     await store.write(event(Status.UNKNOWN, "brand_new", at=1))
     assert (await store.current("twilio", "SM1")).status is Status.UNKNOWN  # type: ignore[union-attr]
     await store.write(SENT)
@@ -65,7 +94,7 @@ async def test_unknown_never_replaces_a_known_status(store: SQLiteSink) -> None:
     assert (await store.current("twilio", "SM1")) == SENT
 
 
-async def test_equal_ranks_go_to_the_later_occurrence(store: SQLiteSink) -> None:
+async def test_equal_ranks_go_to_the_later_occurrence(store: Store) -> None:
     delivered = event(Status.DELIVERED, "delivered", at=1, occurred=30)
     older_failure = event(Status.UNDELIVERED, "undelivered", at=2, occurred=10)
     await store.write(delivered)
@@ -76,14 +105,14 @@ async def test_equal_ranks_go_to_the_later_occurrence(store: SQLiteSink) -> None
     assert (await store.current("twilio", "SM1")) == newer_read  # a higher rank wins whatever its time
 
 
-async def test_messages_are_kept_apart_by_provider(store: SQLiteSink) -> None:
+async def test_messages_are_kept_apart_by_provider(store: Store) -> None:
     await store.write(SENT)
     await store.write(event(Status.DELIVERED, "delivered", provider="vonage"))
     assert (await store.current("twilio", "SM1")) == SENT
     assert await store.current("twilio", "SM404") is None
 
 
-async def test_recent_filters_and_orders_newest_first(store: SQLiteSink) -> None:
+async def test_recent_filters_and_orders_newest_first(store: Store) -> None:
     events = [event(Status.SENT, "sent", message=f"SM{i}", at=i) for i in range(5)]
     events.append(event(Status.DELIVERED, "delivered", message="V1", at=6, provider="vonage"))
     for e in events:
@@ -98,16 +127,26 @@ async def test_recent_filters_and_orders_newest_first(store: SQLiteSink) -> None
     assert await store.recent(after_seq=newest_seq) == []
 
 
-async def test_concurrent_writes_share_commits_and_keep_every_answer(store: SQLiteSink) -> None:
+async def test_concurrent_writes_share_commits_and_keep_every_answer(store: Store) -> None:
     events = [event(Status.SENT, "sent", message=f"SM{i}", at=i % 60) for i in range(600)]
     results = await asyncio.gather(*(store.write(e) for e in events + events[:50]))
     assert results.count(True) == 600 and results.count(False) == 50
-    conn = sqlite3.connect(store.path)
-    assert conn.execute("SELECT count(*) FROM events").fetchone() == (600,)
-    assert conn.execute("SELECT count(*) FROM messages").fetchone() == (600,)
+    assert await count(store, "SELECT count(*) FROM events") == 600
+    assert await count(store, "SELECT count(*) FROM messages") == 600
 
 
-async def test_a_failed_batch_refuses_all_of_its_requests_and_stores_nothing(store: SQLiteSink) -> None:
+async def test_one_batch_with_a_message_s_whole_story_keeps_the_best_status(store: Store) -> None:
+    story = [event(Status.SENT, "sent", at=1), DELIVERED, event(Status.SENT, "sent", at=3),
+             event(Status.QUEUED, "queued", at=4), DELIVERED]
+    results = await asyncio.gather(*(store.write(e) for e in story))  # one loop turn: one batch
+    assert results == [True, True, False, True, False]
+    assert await store.current("twilio", "SM1") == DELIVERED
+    assert [e.status for e in await store.timeline("twilio", "SM1")] == [
+        Status.SENT, Status.DELIVERED, Status.QUEUED]
+
+
+async def test_a_failed_batch_refuses_all_of_its_requests_and_stores_nothing(sqlite_store: SQLiteSink) -> None:
+    store = sqlite_store
     blocker = sqlite3.connect(store.path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")
     events = [event(Status.SENT, "sent", message=f"SM{i}") for i in range(20)]
@@ -118,23 +157,42 @@ async def test_a_failed_batch_refuses_all_of_its_requests_and_stores_nothing(sto
     assert await store.write(events[0]) is True  # recovers without a restart
 
 
-async def test_an_answer_means_the_event_is_committed(store: SQLiteSink) -> None:
+async def test_a_failed_postgres_batch_refuses_its_requests_and_recovers(
+        postgres_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(postgres_module, "TIMEOUT", 0.5)
+    store = PostgresSink(postgres_dsn, pool_size=2)
+    await store.open()
+    blocker = await asyncpg.connect(postgres_dsn)
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        events = [event(Status.SENT, "sent", message=f"SM{i}") for i in range(20)]
+        results = await asyncio.gather(*(store.write(e) for e in events), return_exceptions=True)
+        assert all(isinstance(r, SinkUnavailable) for r in results)
+        await locked.rollback()
+        assert await blocker.fetchval("SELECT count(*) FROM events") == 0
+        assert await store.write(events[0]) is True  # recovers without a restart
+    finally:
+        await blocker.close()
+        await store.close()
+
+
+async def test_an_answer_means_the_event_is_committed(store: Store) -> None:
     assert await store.write(SENT)
-    other = sqlite3.connect(store.path)  # another connection sees it at once: it is committed
-    assert other.execute("SELECT id FROM events").fetchall() == [(SENT.id,)]
+    # another connection sees it at once: it is committed
+    assert await count(store, f"SELECT count(*) FROM events WHERE id = '{SENT.id}'") == 1
 
 
-async def test_close_commits_what_was_queued(tmp_path: Path) -> None:
-    sink = SQLiteSink(str(tmp_path / "close.db"))
-    await sink.open()
-    writes = [sink.write(event(Status.SENT, "sent", message=f"SM{i}")) for i in range(300)]
-    # gather starts the tasks in order: every write is queued before close() queues its stop.
-    *results, _ = await asyncio.gather(*writes, sink.close())
-    assert all(results)
-    assert sqlite3.connect(sink.path).execute("SELECT count(*) FROM events").fetchone() == (300,)
+async def test_close_commits_what_was_queued(store: Store) -> None:
+    writes = [store.write(event(Status.SENT, "sent", message=f"SM{i}")) for i in range(300)]
+    await store.close()  # right away: nothing was committed yet
+    assert all(write.result() for write in writes)
+    assert await count(store, "SELECT count(*) FROM events") == 300
 
 
-async def test_ready_is_false_while_the_file_cannot_be_written(store: SQLiteSink) -> None:
+async def test_ready_is_false_while_the_file_cannot_be_written(sqlite_store: SQLiteSink) -> None:
+    store = sqlite_store
     assert await store.ready()
     blocker = sqlite3.connect(store.path, isolation_level=None)
     blocker.execute("BEGIN EXCLUSIVE")

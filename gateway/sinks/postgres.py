@@ -1,0 +1,224 @@
+"""PostgresSink: one store shared by many gateway replicas, with the guarantees of the SQLite one.
+
+Dedup and precedence are decided by PostgreSQL in the statement that stores a batch, so replicas
+cannot race: a retry that lands on two replicas at once is stored once (the unique index makes the
+second insert wait for the first and then do nothing), and `ON CONFLICT DO UPDATE … WHERE` moves a
+message's current status only forward, re-checked against the latest committed row.
+
+Events are batched like the SQLite sink's: every event that arrives while a batch is being
+committed goes into the next one; up to pool_size batches are in flight at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from gateway.errors import SinkUnavailable
+from gateway.model import Status, StatusEvent, utc_iso
+from gateway.sinks.sql import filters
+
+TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
+MIGRATION_LOCK = 0x5354_4757  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
+
+# Each entry brings the schema from its index to the next version (table status_gateway_schema).
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE events (
+            seq bigserial PRIMARY KEY,
+            id text NOT NULL UNIQUE,
+            provider text NOT NULL,
+            message_id text NOT NULL,
+            status text NOT NULL,
+            rank integer NOT NULL,
+            occurred_at text NOT NULL,
+            received_at text NOT NULL,
+            body text NOT NULL
+        )""",
+        "CREATE INDEX events_by_message ON events (provider, message_id, seq)",
+        """CREATE TABLE messages (
+            provider text NOT NULL,
+            message_id text NOT NULL,
+            rank integer NOT NULL,
+            occurred_at text NOT NULL,
+            received_at text NOT NULL,
+            event_id text NOT NULL,
+            PRIMARY KEY (provider, message_id)
+        )""",
+        "CREATE TABLE heartbeat (id integer PRIMARY KEY, at text NOT NULL)",
+    ],
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+# One round trip per batch. `new` holds the rows this statement inserted (a duplicate id, stored
+# earlier or by another replica, is not among them); of those, the best row per message moves the
+# current status, only to a greater (rank, occurred_at, received_at) — SPEC §4.
+STORE_BATCH = """
+WITH batch AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[])
+        WITH ORDINALITY AS b (id, provider, message_id, status, rank, occurred_at, received_at, body, position)
+), new AS (
+    INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)
+    SELECT id, provider, message_id, status, rank, occurred_at, received_at, body FROM batch ORDER BY position
+    ON CONFLICT (id) DO NOTHING
+    RETURNING id, provider, message_id, rank, occurred_at, received_at
+), best AS (
+    SELECT DISTINCT ON (provider, message_id) * FROM new
+    ORDER BY provider, message_id, rank DESC, occurred_at DESC, received_at DESC
+), moved AS (
+    INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id)
+    SELECT provider, message_id, rank, occurred_at, received_at, id FROM best
+    ON CONFLICT (provider, message_id) DO UPDATE SET
+        rank = excluded.rank, occurred_at = excluded.occurred_at,
+        received_at = excluded.received_at, event_id = excluded.event_id
+    WHERE (excluded.rank, excluded.occurred_at, excluded.received_at)
+        > (messages.rank, messages.occurred_at, messages.received_at)
+)
+SELECT id FROM new
+"""
+
+# What a lost or refused connection raises, in asyncpg and below it.
+OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+
+Pending = tuple[StatusEvent, "asyncio.Future[bool]"]
+
+
+class PostgresSink:
+    def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256) -> None:
+        self._dsn = dsn
+        self._pool_size = pool_size
+        self._max_batch = max_batch
+        self._pool: asyncpg.Pool | None = None
+        self._pending: collections.deque[Pending] = collections.deque()
+        self._flushers: set[asyncio.Task[None]] = set()
+
+    async def open(self) -> None:
+        try:
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=TIMEOUT, command_timeout=TIMEOUT)
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute("CREATE TABLE IF NOT EXISTS status_gateway_schema (version integer NOT NULL)")
+                version = await conn.fetchval("SELECT max(version) FROM status_gateway_schema") or 0
+                if version > SCHEMA_VERSION:
+                    raise SinkUnavailable(f"the PostgreSQL schema (version {version}) is newer than this gateway's")
+                for statements in MIGRATIONS[version:]:
+                    for statement in statements:
+                        await conn.execute(statement)
+                if version < SCHEMA_VERSION:
+                    await conn.execute("INSERT INTO status_gateway_schema (version) VALUES ($1)", SCHEMA_VERSION)
+        except OUTAGE as exc:
+            if self._pool is not None:
+                await self._pool.close()
+                self._pool = None
+            raise SinkUnavailable(f"cannot open the PostgreSQL store: {_reason(exc)}") from exc
+
+    def write(self, event: StatusEvent) -> asyncio.Future[bool]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[bool] = loop.create_future()
+        self._pending.append((event, future))
+        if len(self._flushers) < self._pool_size:
+            flusher = loop.create_task(self._flush())
+            self._flushers.add(flusher)
+            flusher.add_done_callback(self._flushers.discard)
+        return future
+
+    async def _flush(self) -> None:
+        """Commits batches of what is waiting until nothing is; one of up to pool_size such loops."""
+        while self._pending:
+            batch = [self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))]
+            try:
+                results = await self._store([event for event, _ in batch])
+            except OUTAGE as exc:
+                failure = SinkUnavailable(f"the PostgreSQL store cannot take events: {_reason(exc)}")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                continue
+            for (_, future), new in zip(batch, results, strict=True):
+                if not future.done():  # the request went away; its event is stored all the same
+                    future.set_result(new)
+
+    async def _store(self, events: list[StatusEvent]) -> list[bool]:
+        assert self._pool is not None, "open() first"
+        unique: dict[str, StatusEvent] = {}
+        for e in events:  # the same callback twice in one batch: the second is a duplicate
+            unique.setdefault(e.id, e)
+        rows = list(unique.values())
+        columns = (
+            [e.id for e in rows], [e.provider for e in rows], [e.message_id for e in rows],
+            [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
+            [e.received_at for e in rows], [e.dumps().decode() for e in rows],
+        )
+        async with self._pool.acquire(timeout=TIMEOUT) as conn:
+            inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
+        results = []
+        for e in events:
+            results.append(e.id in inserted)
+            inserted.discard(e.id)  # only the first of a repeated id in the batch is new
+        return results
+
+    async def ready(self) -> bool:
+        """Writable now: a real (tiny) commit, so a lost server or a read-only one shows here."""
+        if self._pool is None:
+            return False
+        try:
+            async with self._pool.acquire(timeout=TIMEOUT) as conn:
+                await conn.execute(
+                    "INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+                    utc_iso(datetime.now().astimezone()), timeout=TIMEOUT)
+        except OUTAGE:
+            return False
+        return True
+
+    async def close(self) -> None:
+        """Commits what is waiting (each batch once more, if the server is there), then disconnects."""
+        while self._flushers:
+            await asyncio.gather(*self._flushers, return_exceptions=True)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            try:
+                await asyncio.wait_for(pool.close(), TIMEOUT)
+            except (asyncio.TimeoutError, *OUTAGE):
+                pool.terminate()
+
+    # --- reads (the Store side) -------------------------------------------------------------
+
+    async def current(self, provider: str, message_id: str) -> StatusEvent | None:
+        rows = await self._read(
+            "SELECT e.seq, e.body FROM messages m JOIN events e ON e.id = m.event_id"
+            " WHERE m.provider = $1 AND m.message_id = $2", (provider, message_id))
+        return rows[0][1] if rows else None
+
+    async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
+        rows = await self._read(
+            "SELECT seq, body FROM events WHERE provider = $1 AND message_id = $2 ORDER BY seq",
+            (provider, message_id))
+        return [event for _, event in rows]
+
+    async def recent(
+        self, *, provider: str | None = None, status: Status | None = None,
+        since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
+    ) -> list[tuple[int, StatusEvent]]:
+        clauses, params = filters(provider, status, since, after_seq, "$#")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._read(
+            f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT ${len(params) + 1}", (*params, limit))
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
+        assert self._pool is not None, "open() first"
+        try:
+            async with self._pool.acquire(timeout=TIMEOUT) as conn:
+                records = await conn.fetch(sql, *params)
+        except OUTAGE as exc:
+            raise SinkUnavailable(f"cannot read the PostgreSQL store: {_reason(exc)}") from exc
+        return [(record[0], StatusEvent.loads(record[1])) for record in records]
+
+
+def _reason(exc: BaseException) -> str:
+    """One line that says what failed, never the DSN (it may carry a password)."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200] if str(exc) else type(exc).__name__
