@@ -108,9 +108,12 @@ class Server:
     workdir: Path
 
     def rss_mb(self) -> float:
-        """Peak resident memory of the server and its children (workers), in MB."""
-        pids = [self.process.pid] + [int(p) for p in subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True).stdout.split()]
+        """Peak resident memory of the server and all its descendants (workers, SQLite writers), in MB."""
+        pids, index = [self.process.pid], 0
+        while index < len(pids):
+            pids += [int(p) for p in subprocess.run(
+                ["pgrep", "-P", str(pids[index])], capture_output=True, text=True).stdout.split()]
+            index += 1
         total = 0
         for pid in pids:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -123,7 +126,7 @@ class Server:
         self.process.wait(60)
 
 
-def start(target: str, port: int, workdir: Path, workers: int = 1) -> Server:
+def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | None = None) -> Server:
     env = {**os.environ, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET}
     python = [sys.executable]
     if target.startswith("gateway"):
@@ -137,7 +140,7 @@ def start(target: str, port: int, workdir: Path, workers: int = 1) -> Server:
                  "signature_secret": "${VONAGE_SIGNATURE_SECRET}", "max_token_age": 3600},
             ],
             "sinks": [{"type": "log", "path": str(workdir / "events.jsonl")},
-                      {"type": "sqlite", "path": str(workdir / "gateway.db")}],
+                      {"type": "postgres", "dsn": dsn} if dsn else {"type": "sqlite", "path": str(workdir / "gateway.db")}],
         }
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         command = python + ["-m", "gateway", "serve", "--config", str(workdir / "config.yaml"),
@@ -174,6 +177,29 @@ def wrk(binary: str, port: int, requests_file: Path, path: str, seconds: float, 
     return data
 
 
+def count_events_in(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT count(*) FROM events").fetchone()[0])
+    finally:
+        conn.close()
+
+
+def count_events(dsn: str) -> int:
+    import asyncio
+
+    import asyncpg
+
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM events"))
+        finally:
+            await conn.close()
+
+    return asyncio.run(count())
+
+
 TARGETS = {  # name → (server, provider of the load, workers)
     "floor": ("floor", "twilio", 1),
     "naive_twilio": ("naive", "twilio", 1),
@@ -182,6 +208,8 @@ TARGETS = {  # name → (server, provider of the load, workers)
     "gateway_vonage": ("gateway", "vonage", 1),
     "gateway_twilio_w2": ("gateway", "twilio", 2),
     "gateway_vonage_w2": ("gateway", "vonage", 2),
+    "gateway_twilio_pg": ("gateway_pg", "twilio", 1),
+    "gateway_vonage_pg": ("gateway_pg", "vonage", 1),
 }
 
 
@@ -204,15 +232,22 @@ def main() -> None:
             files[provider, kind].write_bytes(make(port, count, kind))
     print(f"signed {args.requests} unique callbacks per provider (+{WARM} warm-up each)", file=sys.stderr)
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in args.targets.split(",")}
+    cluster = None
+    if any(TARGETS[name][0] == "gateway_pg" for name in results):
+        from tests.postgres import PostgresCluster  # the test suite's throwaway server
+
+        cluster = PostgresCluster()
+        cluster.start()
     for round_ in range(1, args.rounds + 1):
         for name in results:
             server_kind, provider, workers = TARGETS[name]
             workdir = scratch / f"{name}-{round_}"
             workdir.mkdir()
-            server = start(server_kind, port, workdir, workers)
+            dsn = cluster.new_database() if cluster and server_kind == "gateway_pg" else None
+            server = start(server_kind, port, workdir, workers, dsn)
             path = TWILIO_PATH if provider == "twilio" else VONAGE_PATH
             try:
-                wrap = server_kind != "gateway"
+                wrap = not server_kind.startswith("gateway")
                 warm = wrk(binary, port, files[provider, "warm"], path, 2, wrap)
                 run = wrk(binary, port, files[provider, "load"], path, args.seconds, wrap)
                 if run["exhausted"]:
@@ -220,16 +255,17 @@ def main() -> None:
                 run["rss_mb"] = server.rss_mb()
             finally:
                 server.stop()
-            if server_kind == "gateway":
-                conn = sqlite3.connect(workdir / "gateway.db")
-                stored = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-                conn.close()
+            if server_kind.startswith("gateway"):
+                stored = count_events(dsn) if dsn else count_events_in(workdir / "gateway.db")
                 run["stored"] = stored  # warm-up and measured callbacks alike must all be there
                 run["lost"] = max(0, warm["acked"] + run["acked"] - stored)
             results[name].append(run)
             print(f"round {round_} {name:<18} {run['rps']:>8.0f} req/s  p50 {run['p50_us'] / 1000:.2f} ms  "
                   f"p99 {run['p99_us'] / 1000:.2f} ms  rss {run['rss_mb']:.0f} MB  acked {run['acked']}"
                   + (f"  stored {run['stored']}  lost {run['lost']}" if "lost" in run else ""), file=sys.stderr)
+    if cluster:
+        cluster.stop()
+        cluster.remove()
     shutil.rmtree(scratch, ignore_errors=True)
     report = render(results, args)
     Path(args.out).write_text(report)
@@ -249,8 +285,11 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         f"Run {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by `python -m bench.run --rounds {args.rounds} "
         f"--requests {args.requests}` on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         f"wrk -t{THREADS} -c{CONNECTIONS} on the same machine. Each figure is the median of {args.rounds} "
-        "interleaved rounds; every measured request is a new signed callback; the gateway commits each "
-        "event to SQLite (synchronous=FULL, WAL) and writes its log line before answering.",
+        "interleaved rounds; every measured request is a new signed callback. The gateway verifies it, writes "
+        "its log line and commits it to its store before answering: `gateway_*` to SQLite (synchronous=FULL, "
+        "WAL), `*_pg` to a PostgreSQL 15 server on the same machine (started by the harness, default "
+        "settings, fsync on); `*_w2` runs `--workers 2`. Peak RSS covers the gateway and all its processes "
+        "(workers, SQLite writer), not PostgreSQL.",
         "",
         "| target | req/s | p50 ms | p99 ms | peak RSS MB | acked | lost |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from gateway.config import LogSinkConfig, PostgresSinkConfig, SQLiteSinkConfig
+from typing import TYPE_CHECKING
+
 from gateway.sinks.base import Sink, Store
 
+if TYPE_CHECKING:  # not at run time: the SQLite writer process imports this package and needs no pydantic
+    from gateway.config import SinkConfig
 
-def open_sink(config: LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig) -> Sink:
-    match config:
-        case LogSinkConfig():
-            from gateway.sinks.log import LogSink
 
-            return LogSink(config.path)
-        case SQLiteSinkConfig():
-            from gateway.sinks.sqlite import SQLiteSink
+def open_sink(config: SinkConfig) -> Sink:
+    if config.type == "log":
+        from gateway.sinks.log import LogSink
 
-            return SQLiteSink(config.path, synchronous=config.synchronous,
-                              busy_timeout_ms=config.busy_timeout_ms, max_batch=config.max_batch)
-        case PostgresSinkConfig():
-            from gateway.sinks.postgres import PostgresSink
+        return LogSink(config.path)
+    if config.type == "sqlite":
+        from gateway.sinks.sqlite import SQLiteSink
 
-            return PostgresSink(config.dsn, pool_size=config.pool_size, max_batch=config.max_batch)
+        return SQLiteSink(config.path, synchronous=config.synchronous,
+                          busy_timeout_ms=config.busy_timeout_ms, max_batch=config.max_batch)
+    if config.type == "postgres":
+        from gateway.sinks.postgres import PostgresSink
+
+        return PostgresSink(config.dsn, pool_size=config.pool_size, max_batch=config.max_batch)
     raise AssertionError(config)
 
 
