@@ -17,11 +17,17 @@ from typing import Any
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, settings
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config, load_config
 from tests.postgres import PostgresCluster
+
+# Property tests: a bounded run in CI; HYPOTHESIS_PROFILE=campaign for the long one (README, Security).
+settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+settings.register_profile("campaign", max_examples=100_000, deadline=None, suppress_health_check=list(HealthCheck))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TWILIO_TOKEN = "twilio_test_auth_token_0123456789abcdef"
 VONAGE_SECRET = "vonage_test_signature_secret_0123456789abcdef"
