@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import sqlite3
 import sys
 from datetime import datetime
@@ -20,6 +21,7 @@ from gateway.sinks.sql import filters
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
+MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
 
 
 class SQLiteSink:
@@ -105,18 +107,22 @@ class SQLiteSink:
                 await self._start_writer()
 
     async def ready(self) -> bool:
-        """Writable now: a real (tiny) commit, so a read-only file or a full disk shows here."""
+        """Writable now: a real (tiny) commit, and room on the disk, so a read-only file or a full disk
+        shows here (a one-page commit may still fit in WAL pages SQLite already owns)."""
         alive = self._writer is not None and self._writer.returncode is None
         return alive and await asyncio.to_thread(self._probe)
 
     def _probe(self) -> bool:
         try:
+            disk = os.statvfs(os.path.dirname(os.path.abspath(self.path)))
+            if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+                return False
             conn = self.connect()
             try:
                 heartbeat(conn, utc_iso(datetime.now().astimezone()))
             finally:
                 conn.close()
-        except sqlite3.Error:
+        except (sqlite3.Error, OSError):
             return False
         return True
 
