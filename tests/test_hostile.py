@@ -7,7 +7,6 @@ The long fuzzing campaign is the same test with HYPOTHESIS_PROFILE=campaign (REA
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
@@ -243,8 +242,6 @@ class ASGIApp:
 
     def __init__(self, config: Config) -> None:
         self.app = create_app(config)
-        self.loop = asyncio.new_event_loop()
-        self._lifespan: asyncio.Queue[dict[str, Any]] | None = None
 
     def __enter__(self) -> ASGIApp:
         self._stack = TestClient(self.app, base_url=PUBLIC_URL).__enter__()  # runs the lifespan (opens sinks)
@@ -252,7 +249,6 @@ class ASGIApp:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.__exit__(None, None, None)
-        self.loop.close()
 
     def request(self, method: str, path: str, headers: list[tuple[bytes, bytes]], body: bytes) -> tuple[int, bytes]:
         return self._stack.portal.call(self._call, method, path, headers, body)  # type: ignore[union-attr]

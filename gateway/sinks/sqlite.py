@@ -36,6 +36,7 @@ class SQLiteSink:
         self._answers: asyncio.Task[None] | None = None
         self._outgoing: list[bytes] = []
         self._waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
+        self._unanswered = 0  # events sent to the writer and not answered yet
         self._closing = False
 
     def connect(self) -> sqlite3.Connection:
@@ -70,8 +71,9 @@ class SQLiteSink:
         if self._writer is None or self._writer.returncode is not None or self._closing:
             future.set_exception(SinkUnavailable("the SQLite writer is not running; it is being restarted"))
             return future
-        if not self._outgoing:
-            loop.call_soon(self._send)  # one pipe write for every event of this loop turn
+        # While the writer commits a batch, the next one gathers here: one pipe write per commit.
+        if not self._unanswered and not self._outgoing:
+            loop.call_soon(self._send)
         self._outgoing.append(event.dumps())
         self._waiting.append(future)
         return future
@@ -79,6 +81,7 @@ class SQLiteSink:
     def _send(self) -> None:
         if self._outgoing and self._writer is not None and self._writer.stdin is not None:
             self._writer.stdin.write(b"\n".join(self._outgoing) + b"\n")
+            self._unanswered += len(self._outgoing)
         self._outgoing = []
 
     async def _read_answers(self, writer: asyncio.subprocess.Process) -> None:
@@ -87,6 +90,9 @@ class SQLiteSink:
         pending = b""
         while data := await writer.stdout.read(1 << 16):
             *lines, pending = (pending + data).split(b"\n")
+            self._unanswered -= len(lines)
+            if not self._unanswered:
+                self._send()  # what gathered during that commit
             for line in lines:
                 future = self._waiting.popleft()
                 if future.done():  # the request went away; its event is stored all the same
@@ -96,7 +102,7 @@ class SQLiteSink:
                 else:
                     future.set_exception(SinkUnavailable(line.decode(errors="replace").removeprefix("E ")))
         await writer.wait()
-        self._outgoing = []
+        self._outgoing, self._unanswered = [], 0
         while self._waiting:  # sent but unanswered: maybe stored, never acknowledged; the retry dedups
             future = self._waiting.popleft()
             if not future.done():
