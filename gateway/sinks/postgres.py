@@ -19,8 +19,8 @@ from typing import Any
 import asyncpg
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Status, StatusEvent, utc_iso
-from gateway.sinks.sql import filters
+from gateway.model import StatusEvent, utc_iso
+from gateway.sinks.sql import SQLReads
 
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
 MIGRATION_LOCK = 0x5354_4757  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -87,7 +87,9 @@ OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.Timeou
 Pending = tuple[StatusEvent, "asyncio.Future[bool]"]
 
 
-class PostgresSink:
+class PostgresSink(SQLReads):
+    mark = "$"
+
     def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256) -> None:
         self._dsn = dsn
         self._pool_size = pool_size
@@ -186,28 +188,7 @@ class PostgresSink:
             except (asyncio.TimeoutError, *OUTAGE):
                 pool.terminate()
 
-    # --- reads (the Store side) -------------------------------------------------------------
-
-    async def current(self, provider: str, message_id: str) -> StatusEvent | None:
-        rows = await self._read(
-            "SELECT e.seq, e.body FROM messages m JOIN events e ON e.id = m.event_id"
-            " WHERE m.provider = $1 AND m.message_id = $2", (provider, message_id))
-        return rows[0][1] if rows else None
-
-    async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
-        rows = await self._read(
-            "SELECT seq, body FROM events WHERE provider = $1 AND message_id = $2 ORDER BY seq",
-            (provider, message_id))
-        return [event for _, event in rows]
-
-    async def recent(
-        self, *, provider: str | None = None, status: Status | None = None,
-        since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
-    ) -> list[tuple[int, StatusEvent]]:
-        clauses, params = filters(provider, status, since, after_seq, "$#")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._read(
-            f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT ${len(params) + 1}", (*params, limit))
+    # --- reads: SQLReads runs its queries through this ------------------------------------------
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         assert self._pool is not None, "open() first"

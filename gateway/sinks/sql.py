@@ -1,17 +1,55 @@
-"""What the SQL stores share: the WHERE clauses of `recent`."""
+"""What the SQL stores share: their reads (the Store side), over the same tables."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
-from gateway.model import Status, utc_iso
+from gateway.model import Status, StatusEvent, utc_iso
+
+
+class SQLReads:
+    """current, timeline and recent for a store with the `events` and `messages` tables.
+
+    The store says how it runs a query (`_read`) and how it marks parameter n (`mark` + n:
+    SQLite's ?1, PostgreSQL's $1).
+    """
+
+    mark: ClassVar[str]
+
+    async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
+        raise NotImplementedError
+
+    async def current(self, provider: str, message_id: str) -> StatusEvent | None:
+        m = self.mark
+        rows = await self._read(
+            "SELECT e.seq, e.body FROM messages m JOIN events e"
+            " ON e.provider = m.provider AND e.message_id = m.message_id AND e.id = m.event_id"
+            f" WHERE m.provider = {m}1 AND m.message_id = {m}2", (provider, message_id))
+        return rows[0][1] if rows else None
+
+    async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
+        m = self.mark
+        rows = await self._read(
+            f"SELECT seq, body FROM events WHERE provider = {m}1 AND message_id = {m}2 ORDER BY seq",
+            (provider, message_id))
+        return [event for _, event in rows]
+
+    async def recent(
+        self, *, provider: str | None = None, status: Status | None = None,
+        since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
+    ) -> list[tuple[int, StatusEvent]]:
+        clauses, params = filters(provider, status, since, after_seq, self.mark + "#")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._read(
+            f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT {self.mark}{len(params) + 1}",
+            (*params, limit))
 
 
 def filters(
     provider: str | None, status: Status | None, since: datetime | None, after_seq: int | None, mark: str,
 ) -> tuple[list[str], list[Any]]:
-    """WHERE clauses shared by the SQL stores; `mark` makes the placeholders (? or $n)."""
+    """WHERE clauses of `recent`; `mark` makes the placeholders ("#" becomes the parameter's number)."""
     clauses: list[str] = []
     params: list[Any] = []
     for column, op, value in (

@@ -16,15 +16,17 @@ from datetime import datetime
 from typing import Any
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Status, StatusEvent, utc_iso
-from gateway.sinks.sql import filters
+from gateway.model import StatusEvent, utc_iso
+from gateway.sinks.sql import SQLReads
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
 MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
 
 
-class SQLiteSink:
+class SQLiteSink(SQLReads):
+    mark = "?"
+
     def __init__(
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
     ) -> None:
@@ -144,28 +146,7 @@ class SQLiteSink:
         await answers
         self._writer = self._answers = None
 
-    # --- reads (the Store side) -------------------------------------------------------------
-
-    async def current(self, provider: str, message_id: str) -> StatusEvent | None:
-        rows = await self._read(
-            "SELECT e.seq, e.body FROM messages m JOIN events e"
-            " ON e.provider = m.provider AND e.message_id = m.message_id AND e.id = m.event_id"
-            " WHERE m.provider = ? AND m.message_id = ?", (provider, message_id))
-        return rows[0][1] if rows else None
-
-    async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
-        rows = await self._read(
-            "SELECT seq, body FROM events WHERE provider = ? AND message_id = ? ORDER BY seq",
-            (provider, message_id))
-        return [event for _, event in rows]
-
-    async def recent(
-        self, *, provider: str | None = None, status: Status | None = None,
-        since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
-    ) -> list[tuple[int, StatusEvent]]:
-        clauses, params = filters(provider, status, since, after_seq, "?")
-        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._read(f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT ?", (*params, limit))
+    # --- reads: SQLReads runs its queries through this ------------------------------------------
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         def run() -> list[tuple[int, StatusEvent]]:
