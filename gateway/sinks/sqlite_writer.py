@@ -16,11 +16,14 @@ SIGINT and SIGTERM are ignored here: the gateway process decides when the writer
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import orjson
 
@@ -44,6 +47,7 @@ class Writer:
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
         self.conn: sqlite3.Connection | None = None
+        self.lock_fd: int | None = None
         self.committed = threading.Event()
         self.stopping = False
 
@@ -55,13 +59,34 @@ class Writer:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         return self.conn
 
+    @contextmanager
+    def turn(self) -> Iterator[None]:
+        """Writers of several workers take turns through a file lock, not through SQLite's lock.
+
+        SQLite answers a busy database by sleeping and retrying (1, 2, 5, 10… ms); with two
+        workers that turned short commits into 100 ms stalls. flock wakes the waiter the moment
+        the other writer is done. SQLite's own locking still guards everything; this only orders.
+        """
+        if self.lock_fd is None:
+            try:
+                self.lock_fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            except OSError:  # cannot create it (read-only directory): SQLite's own locking alone
+                yield
+                return
+        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
+
     def commit(self, lines: list[bytes]) -> bytes:
         try:
             rows = [row_of(line) for line in lines]
         except (ValueError, KeyError, TypeError) as exc:  # cannot happen from the gateway; never store half
             return f"E the writer received an unreadable event: {exc}\n".encode() * len(lines)
         try:
-            results = insert_events(self.connection(), rows)
+            with self.turn():
+                results = insert_events(self.connection(), rows)
         except sqlite3.Error as exc:
             if self.conn is not None:
                 self.conn.close()
