@@ -86,6 +86,9 @@ class CallbackRoute:
                 security_log.warning("%s refused on endpoint %s: %s", exc.code, self.endpoint, exc)
         except ClientGone:
             outcome, status = "client_gone", 499
+        except Exception:  # a bug: uvicorn answers 500 (the provider retries); counted as such
+            outcome = "error"
+            raise
         finally:
             self._count(outcome, event)
         if status != 499:
