@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 import jwt
 import orjson
 from jwt.algorithms import HMACAlgorithm
-from jwt.utils import base64url_decode
+from jwt.utils import base64url_decode, base64url_encode
 from pydantic import Field
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
@@ -132,9 +132,9 @@ class Vonage:
         signing_input, _, signature_part = token.rpartition(".")
         header_part, _, payload_part = signing_input.partition(".")
         try:
-            header = orjson.loads(base64url_decode(header_part))
-            claims = orjson.loads(base64url_decode(payload_part))
-            signature = base64url_decode(signature_part)
+            header = orjson.loads(_segment(header_part))
+            claims = orjson.loads(_segment(payload_part))
+            signature = _segment(signature_part)
         except (binascii.Error, ValueError) as exc:  # orjson.JSONDecodeError is a ValueError
             raise InvalidToken("the token is not a JWT") from exc
         if not isinstance(header, dict) or not isinstance(claims, dict):
@@ -211,6 +211,18 @@ class Vonage:
             headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
             body=body,
         )
+
+
+def _segment(part: str) -> bytes:
+    """A base64url segment, only in its one canonical spelling (as PyJWT insists since 2.10).
+
+    The last character of a segment carries unused bits; a token that differs only there decodes
+    to the same bytes, and would be a second spelling of one signed token.
+    """
+    data = base64url_decode(part)
+    if base64url_encode(data) != part.encode():
+        raise ValueError("non-canonical base64url")
+    return data
 
 
 def _is_number(value: Any) -> bool:

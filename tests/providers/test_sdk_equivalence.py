@@ -114,6 +114,21 @@ def test_vonage_token_verdicts_match_jwt_decode(values: dict[str, Any], secret: 
     assert vonage_verdict(token, body) == expected
 
 
+def test_a_second_spelling_of_a_signed_token_is_refused_like_jwt_decode() -> None:
+    """Found by the long campaign: the last character of a segment has bits no decoder reads."""
+    body = b"{}"
+    token = jwt.encode({"iat": int(NOW.timestamp()), "payload_hash": hashlib.sha256(body).hexdigest()},
+                       SECRET, algorithm="HS256")
+    last = token[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    sibling = alphabet[alphabet.index(last) ^ 1]  # same 4 leading bits, other unused bits
+    respelled = token[:-1] + sibling
+    with pytest.raises(jwt.DecodeError):
+        jwt.decode(respelled, SECRET, algorithms=["HS256"])
+    assert vonage_verdict(token, body) is None  # no api_key claim, but valid
+    assert vonage_verdict(respelled, body) is InvalidToken
+
+
 @pytest.mark.parametrize("algorithm", ["HS384", "HS512"])
 def test_other_hmac_algorithms_are_refused_like_jwt_decode_with_hs256_only(algorithm: str) -> None:
     body, long_secret = b"{}", SECRET * 2  # long enough for HS512 without PyJWT's key-length warning
