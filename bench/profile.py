@@ -30,7 +30,7 @@ def main() -> None:
     requests.write_bytes(make(port, 40000 * args.seconds // 4, "profile"))
     server = start("gateway", port, scratch)
     flame = scratch / "profile.txt"
-    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--nonblocking",
+    spy = subprocess.Popen([str(Path(sys.executable).with_name("py-spy")), "record", "--format", "raw", "--nonblocking", "--rate", "250",
                             "-d", str(args.seconds + 1), "-o", str(flame), "-p", str(server.process.pid)],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
