@@ -50,7 +50,10 @@ def ensure_wrk() -> str:
     if found:
         return found
     print("installing wrk (Debian package)…", file=sys.stderr)
-    subprocess.run(["apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    if subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], stdout=subprocess.DEVNULL).returncode:
+        subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)  # a fresh machine
+        subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
     return shutil.which("wrk") or sys.exit("wrk is not available")
 
 
