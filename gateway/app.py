@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from functools import partial
 
 from starlette.applications import Starlette
@@ -26,11 +25,17 @@ HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 class Gateway:
-    """The ASGI app: a callback path goes straight to its CallbackRoute, anything else to Starlette."""
+    """The ASGI app: a callback path goes straight to its CallbackRoute, anything else to Starlette.
 
-    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette) -> None:
+    It owns the sinks' lifetime (the ASGI lifespan): opened in config order at start-up, closed in
+    reverse at shutdown, so each has flushed what it took before the process exits. A sink that
+    cannot open fails the start-up with its one-line reason (uvicorn then exits with status 3).
+    """
+
+    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: list[Sink]) -> None:
         self.callbacks = callbacks
         self.rest = rest
+        self.sinks = sinks
         self.state = rest.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -39,7 +44,25 @@ class Gateway:
             if route is not None:
                 await route(scope, receive, send)
                 return
+        elif scope["type"] == "lifespan":
+            await self.lifespan(receive, send)
+            return
         await self.rest(scope, receive, send)  # type: ignore[arg-type]
+
+    async def lifespan(self, receive: Receive, send: Send) -> None:
+        await receive()  # lifespan.startup
+        async with AsyncExitStack() as opened:
+            try:
+                for sink in self.sinks:
+                    await sink.open()
+                    opened.push_async_callback(sink.close)
+            except GatewayError as exc:
+                log.error("cannot start: %s", exc)
+                await send({"type": "lifespan.startup.failed", "message": ""})
+                return
+            await send({"type": "lifespan.startup.complete"})
+            await receive()  # lifespan.shutdown
+        await send({"type": "lifespan.shutdown.complete"})
 
 
 def create_app(config: Config) -> Gateway:
@@ -58,23 +81,14 @@ def create_app(config: Config) -> Gateway:
     if config.server.api_token and store is not None:
         routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
 
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with AsyncExitStack() as stack:
-            for sink in sinks:
-                await sink.open()
-                stack.push_async_callback(sink.close)  # closed in reverse: flushed before exit
-            yield
-
     app = Starlette(
         routes=routes,
-        lifespan=lifespan,
         exception_handlers={GatewayError: refuse, HTTPException: refuse_http},  # type: ignore[dict-item]
     )
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return Gateway(callbacks, app)
+    return Gateway(callbacks, app, sinks)
 
 
 def app_from_environment() -> Gateway:

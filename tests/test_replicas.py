@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import json
 import itertools
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -14,8 +17,9 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+import yaml
 
-from tests.conftest import PUBLIC_URL, GatewayProcess, start_gateway
+from tests.conftest import ENV, PUBLIC_URL, GatewayProcess, start_gateway
 from tests.postgres import PostgresCluster
 from tests.signing import TWILIO_PATH, VONAGE_PATH, twilio_fields, twilio_request, vonage_payload, vonage_request
 
@@ -154,3 +158,13 @@ def test_status_and_tail_read_the_postgres_store(replicas: tuple[GatewayProcess,
     assert (answer["status"], [e["status"] for e in answer["events"]]) == ("delivered", ["delivered", "sent"])
     tail = run("tail", "-n", "2", "--json", "--config", str(b.tmp_path / "config.yaml")).output.splitlines()
     assert [json.loads(line)["status"] for line in tail] == ["delivered", "sent"]  # oldest first, as they came
+
+
+def test_an_unreachable_postgres_stops_the_start_up_with_one_line_and_no_password(tmp_path: Path) -> None:
+    document = postgres_document(tmp_path, "postgresql://gateway:hunter2-secret@127.0.0.1:1/gateway")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    result = subprocess.run([sys.executable, "-m", "gateway", "serve", "--config", str(tmp_path / "config.yaml"),
+                             "--port", "0"], capture_output=True, text=True, timeout=60, env={**os.environ, **ENV})
+    assert result.returncode == 3
+    assert "cannot start: cannot open the PostgreSQL store: ConnectionRefusedError" in result.stderr
+    assert "Traceback" not in result.stderr and "hunter2" not in result.stderr
