@@ -201,7 +201,7 @@ async def _store(config: Config) -> AsyncIterator[Any]:
     from gateway.sinks import is_store, open_sink
 
     for sink_config in config.sinks:
-        sink = open_sink(sink_config)
+        sink = open_sink(sink_config, reading=True)
         if is_store(sink):
             await sink.open()
             try:

@@ -10,7 +10,8 @@ if TYPE_CHECKING:  # not at run time: the SQLite writer process imports this pac
     from gateway.config import SinkConfig
 
 
-def open_sink(config: SinkConfig) -> Sink:
+def open_sink(config: SinkConfig, *, reading: bool = False) -> Sink:
+    """`reading`: only to read the store back (the CLI), so nothing is started for writing."""
     if config.type == "log":
         from gateway.sinks.log import LogSink
 
@@ -18,8 +19,8 @@ def open_sink(config: SinkConfig) -> Sink:
     if config.type == "sqlite":
         from gateway.sinks.sqlite import SQLiteSink
 
-        return SQLiteSink(config.path, synchronous=config.synchronous,
-                          busy_timeout_ms=config.busy_timeout_ms, max_batch=config.max_batch)
+        return SQLiteSink(config.path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms,
+                          max_batch=config.max_batch, writer=not reading)
     if config.type == "postgres":
         from gateway.sinks.postgres import PostgresSink
 

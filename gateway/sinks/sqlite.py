@@ -29,8 +29,10 @@ class SQLiteSink(SQLReads):
 
     def __init__(
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
+        writer: bool = True,
     ) -> None:
         self.path = path
+        self._with_writer = writer  # False: reads only (status, tail), no writer process
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
@@ -50,7 +52,8 @@ class SQLiteSink(SQLReads):
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"cannot open the SQLite store {self.path}: {exc}") from exc
         self._closing = False
-        await self._start_writer()
+        if self._with_writer:
+            await self._start_writer()
 
     def _migrate(self) -> None:
         conn = self.connect()
