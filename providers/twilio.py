@@ -170,7 +170,7 @@ def _signed_by(
     string the SDK's compute_signature builds (URL, then each distinct key+value pair in sorted
     order), one HMAC per token, which costs a fifth of RequestValidator.validate. Anything that does
     not match there (the URL with its port added or removed, bodySHA256, GET) goes to the SDK's
-    validate, which decides. tests/providers/test_twilio.py holds the two to the same answers.
+    validate, which decides. tests/providers/test_sdk_equivalence.py holds the two to the same answers.
     """
     if isinstance(signed, list):
         text = (url + "".join(key + value for key, value in sorted(set(signed)))).encode()
