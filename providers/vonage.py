@@ -124,7 +124,7 @@ class Vonage:
         """The verified claims of an HS256 token, with PyJWT's HMAC algorithm and base64url decoding.
 
         jwt.decode does the same and more (options, claim checks we do ourselves against our own
-        clock) at seven times the cost; tests/providers/test_vonage.py holds the two to the same
+        clock) at seven times the cost; tests/providers/test_sdk_equivalence.py holds the two to the same
         answers. Nothing but HS256 is accepted, and no JWS extension (`crit`, unencoded `b64`).
         """
         if not COMPACT_JWS.fullmatch(token):
