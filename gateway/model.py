@@ -93,6 +93,7 @@ class StatusEvent:
     received_at: str
     raw: dict[str, Any] = field(default_factory=dict)
     id: str = ""
+    _json: bytes = field(default=b"", init=False, compare=False, repr=False)  # dumps(), made once: every sink asks
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -132,7 +133,9 @@ class StatusEvent:
         }
 
     def dumps(self) -> bytes:
-        return orjson.dumps(self.to_json())
+        if not self._json:
+            object.__setattr__(self, "_json", orjson.dumps(self.to_json()))
+        return self._json
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StatusEvent:
