@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from bench.naive import TWILIO_PATH, VONAGE_PATH
-from bench.run import ensure_wrk, free_port, start, twilio_requests, vonage_requests, wrk
+from bench.run import ensure_wrk, start, twilio_requests, vonage_requests, wrk
+from gateway.cli import free_port
 
 
 def main() -> None:

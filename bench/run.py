@@ -16,7 +16,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ import yaml
 from twilio.request_validator import RequestValidator
 
 from bench.naive import TWILIO_PATH, VONAGE_PATH
+from gateway.cli import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TWILIO_TOKEN = "bench_twilio_auth_token_0123456789abcdef"
@@ -55,12 +55,6 @@ def ensure_wrk() -> str:
         subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True, stdout=subprocess.DEVNULL)  # a fresh machine
         subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True, stdout=subprocess.DEVNULL)
     return shutil.which("wrk") or sys.exit("wrk is not available")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def raw_request(port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:

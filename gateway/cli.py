@@ -87,7 +87,7 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
     host = host or config.server.host
     port = config.server.port if port is None else port
     if port == 0 and workers > 1:
-        port = _free_port(host)  # uvicorn's multi-worker start-up would announce port 0
+        port = free_port(host)  # uvicorn's multi-worker start-up would announce port 0
     try:
         uvicorn.run(
             "gateway.app:app_from_environment", factory=True, host=host, port=port,
@@ -99,7 +99,8 @@ def serve(config_path: str | None, host: str | None, port: int | None, workers: 
             shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _free_port(host: str) -> int:
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on now (also used by the tests and bench/)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.bind((host, 0))

@@ -11,11 +11,12 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
 from pathlib import Path
+
+from gateway.cli import free_port
 
 
 def _bin_dir() -> Path:
@@ -28,18 +29,12 @@ def _bin_dir() -> Path:
     return Path(versions[-1]).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class PostgresCluster:
     def __init__(self) -> None:
         self.bin = _bin_dir()
         self.root = Path(tempfile.mkdtemp(prefix="status-gateway-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.owner = pwd.getpwnam("postgres") if os.geteuid() == 0 else None
         if self.owner is not None:
             os.chmod(self.root, 0o755)

@@ -12,6 +12,7 @@ from typing import BinaryIO
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent
+from gateway.sinks.base import settle
 
 
 class LogSink:
@@ -40,20 +41,15 @@ class LogSink:
     def _flush(self) -> None:
         lines, waiters = self._lines, self._waiters
         self._lines, self._waiters = [], []
-        error: SinkUnavailable | None = None
+        outcome: bool | SinkUnavailable = True
         try:
             assert self._out is not None, "open() first"
             self._out.write(b"\n".join(lines) + b"\n")
             self._out.flush()
         except OSError as exc:
-            error = SinkUnavailable(f"cannot write the log sink: {exc.strerror}")
+            outcome = SinkUnavailable(f"cannot write the log sink: {exc.strerror}")
         for waiter in waiters:
-            if waiter.done():  # the request went away
-                continue
-            if error is None:
-                waiter.set_result(True)
-            else:
-                waiter.set_exception(error)
+            settle(waiter, outcome)
 
     async def ready(self) -> bool:
         return self._out is not None and not self._out.closed

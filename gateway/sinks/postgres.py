@@ -20,7 +20,8 @@ import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.sql import SQLReads
+from gateway.sinks.base import settle
+from gateway.sinks.sql import SQLReads, first_occurrences
 
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
 MIGRATION_LOCK = 0x5354_4757  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
@@ -123,7 +124,9 @@ class PostgresSink(SQLReads):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
         self._pending.append((event, future))
-        if len(self._flushers) < self._pool_size:
+        # A new batch starts: another flusher, if the pool has room (a running flusher takes
+        # whatever joins the batch after it; one task per event would mostly find nothing to do).
+        if (len(self._pending) == 1 or not self._flushers) and len(self._flushers) < self._pool_size:
             flusher = loop.create_task(self._flush())
             self._flushers.add(flusher)
             flusher.add_done_callback(self._flushers.discard)
@@ -138,19 +141,15 @@ class PostgresSink(SQLReads):
             except OUTAGE as exc:
                 failure = SinkUnavailable(f"the PostgreSQL store cannot take events: {_reason(exc)}")
                 for _, future in batch:
-                    if not future.done():
-                        future.set_exception(failure)
+                    settle(future, failure)
                 continue
             for (_, future), new in zip(batch, results, strict=True):
-                if not future.done():  # the request went away; its event is stored all the same
-                    future.set_result(new)
+                settle(future, new)
 
     async def _store(self, events: list[StatusEvent]) -> list[bool]:
         assert self._pool is not None, "open() first"
-        unique: dict[str, StatusEvent] = {}
-        for e in events:  # the same callback twice in one batch: the second is a duplicate
-            unique.setdefault(e.id, e)
-        rows = list(unique.values())
+        firsts = first_occurrences(e.id for e in events)
+        rows = [e for e, first in zip(events, firsts, strict=True) if first]
         columns = (
             [e.id for e in rows], [e.provider for e in rows], [e.message_id for e in rows],
             [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
@@ -158,11 +157,7 @@ class PostgresSink(SQLReads):
         )
         async with self._pool.acquire(timeout=TIMEOUT) as conn:
             inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
-        results = []
-        for e in events:
-            results.append(e.id in inserted)
-            inserted.discard(e.id)  # only the first of a repeated id in the batch is new
-        return results
+        return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
     async def ready(self) -> bool:
         """Writable now: a real (tiny) commit, so a lost server or a read-only one shows here."""

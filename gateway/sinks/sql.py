@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, ClassVar
 
 from gateway.model import Status, StatusEvent, utc_iso
+
+
+def first_occurrences(ids: Iterable[str]) -> list[bool]:
+    """For a batch of event ids: True for each first occurrence. The same callback twice in one
+    batch (a retry racing its original) is a duplicate of the earlier one, whatever the store says."""
+    seen: set[str] = set()
+    firsts = []
+    for event_id in ids:
+        firsts.append(event_id not in seen)
+        seen.add(event_id)
+    return firsts
 
 
 class SQLReads:

@@ -17,6 +17,7 @@ from typing import Any
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
+from gateway.sinks.base import settle
 from gateway.sinks.sql import SQLReads
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
@@ -99,19 +100,13 @@ class SQLiteSink(SQLReads):
             if not self._unanswered:
                 self._send()  # what gathered during that commit
             for line in lines:
-                future = self._waiting.popleft()
-                if future.done():  # the request went away; its event is stored all the same
-                    continue
-                if line == b"1" or line == b"0":
-                    future.set_result(line == b"1")
-                else:
-                    future.set_exception(SinkUnavailable(line.decode(errors="replace").removeprefix("E ")))
+                settle(self._waiting.popleft(), line == b"1" if line in (b"1", b"0") else
+                       SinkUnavailable(line.decode(errors="replace").removeprefix("E ")))
         await writer.wait()
         self._outgoing, self._unanswered = [], 0
+        stopped = SinkUnavailable("the SQLite writer stopped")
         while self._waiting:  # sent but unanswered: maybe stored, never acknowledged; the retry dedups
-            future = self._waiting.popleft()
-            if not future.done():
-                future.set_exception(SinkUnavailable("the SQLite writer stopped"))
+            settle(self._waiting.popleft(), stopped)
         if not self._closing:
             await asyncio.sleep(RESTART_DELAY)
             if not self._closing:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from gateway.sinks.sql import first_occurrences
+
 # Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
 # Every event touches two B-trees at random places (its message's index entry and current row);
 # each random touch costs a page written to the WAL, so there are no more of them than that.
@@ -91,13 +93,8 @@ def insert_events(conn: sqlite3.Connection, rows: list[Row]) -> list[bool]:
     True for each row stored now, False for a duplicate: of a stored event or of an earlier row
     of the same batch. Which rows ON CONFLICT skipped is only looked up when the count says some were.
     """
-    results, new, seen = [], [], set()
-    for row in rows:
-        fresh = row[0] not in seen
-        seen.add(row[0])
-        results.append(fresh)
-        if fresh:
-            new.append(row)
+    results = first_occurrences(row[0] for row in rows)
+    new = [row for row, first in zip(rows, results, strict=True) if first]
     params: list[Any] = [value for row in new for value in row]
     cursor = conn.execute(INSERT_EVENTS.format(rows=", ".join([EVENT_ROW] * len(new))), params)
     if cursor.rowcount < len(new):
