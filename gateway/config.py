@@ -77,7 +77,8 @@ SinkConfig = Annotated[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, Fi
 class Document(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     endpoints: list[dict[str, Any]]
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [SQLiteSinkConfig(type="sqlite")])
+    # An empty list would acknowledge every callback and keep none of them.
+    sinks: list[SinkConfig] = Field(default_factory=lambda: [SQLiteSinkConfig(type="sqlite")], min_length=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,4 +241,6 @@ def _describe(exc: ValidationError, names: list[Any]) -> str:
     message = "is missing" if first["type"] == "missing" else first["msg"].lower()
     if first["type"] == "union_tag_invalid":
         message = "type must be one of log, sqlite, postgres"
+    elif first["type"] == "too_short" and loc == ["sinks"]:
+        message = "at least one sink is required (leave the key out for the SQLite default)"
     return f"{'.'.join(loc) or 'config'}: {message}"

@@ -64,6 +64,7 @@ ERRORS = {
     "unknown-key": ({"endpoints": endpoints(auth_tokens="x")}, ENV, "endpoint twilio-main: auth_tokens"),
     "reserved-path": ({"endpoints": endpoints(path="/metrics")}, ENV, "reserved"),
     "no-endpoints": ({"endpoints": []}, ENV, "at least one endpoint"),
+    "no-sinks": ({"endpoints": endpoints(), "sinks": []}, ENV, "sinks: at least one sink is required"),
     "bad-sink": ({"endpoints": endpoints(), "sinks": [{"type": "kafka"}]}, ENV, "sinks.0"),
     "bad-public-url": ({"server": {"public_url": "gw.example.com"}, "endpoints": endpoints()}, ENV, "public_url"),
     "bad-age": ({"endpoints": [{"name": "v", "provider": "vonage", "signature_secret": "s", "max_token_age": 0}]},
