@@ -34,7 +34,7 @@ import jwt
 import yaml
 from twilio.request_validator import RequestValidator
 
-from bench.naive import TWILIO_PATH, VONAGE_PATH
+from bench.naive import ENDPOINTS, TWILIO_PATH, VONAGE_PATH
 from gateway.cli import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,13 +130,7 @@ def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | No
     if target.startswith("gateway"):
         config = {
             "server": {"host": "127.0.0.1", "port": port, "public_url": "", "max_body_bytes": 65536},
-            "endpoints": [
-                {"name": "twilio-bench", "provider": "twilio", "path": TWILIO_PATH,
-                 "auth_token": "${TWILIO_AUTH_TOKEN}"},
-                # Tokens are signed once before the run, which may last longer than the default window.
-                {"name": "vonage-bench", "provider": "vonage", "path": VONAGE_PATH,
-                 "signature_secret": "${VONAGE_SIGNATURE_SECRET}", "max_token_age": 3600},
-            ],
+            "endpoints": ENDPOINTS,
             "sinks": [{"type": "log", "path": str(workdir / "events.jsonl")},
                       {"type": "postgres", "dsn": dsn} if dsn else {"type": "sqlite", "path": str(workdir / "gateway.db")}],
         }
@@ -145,7 +139,7 @@ def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | No
                             "--workers", str(workers)]
         out = open(workdir / "gateway.log", "wb")  # noqa: SIM115
     else:
-        app = "bench.naive:floor" if target == "floor" else "bench.naive:naive"
+        app = f"bench.naive:{target}"
         command = python + ["-m", "uvicorn", app, "--port", str(port), "--log-level", "warning", "--no-access-log"]
         out = open(workdir / "naive.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
@@ -202,6 +196,8 @@ TARGETS = {  # name → (server, provider of the load, workers)
     "floor": ("floor", "twilio", 1),
     "naive_twilio": ("naive", "twilio", 1),
     "naive_vonage": ("naive", "vonage", 1),
+    "ceiling_twilio": ("ceiling", "twilio", 1),
+    "ceiling_vonage": ("ceiling", "vonage", 1),
     "gateway_twilio": ("gateway", "twilio", 1),
     "gateway_vonage": ("gateway", "vonage", 1),
     "gateway_twilio_w2": ("gateway", "twilio", 2),
@@ -290,7 +286,9 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         "its log line and commits it to its store before answering: `gateway_*` to SQLite (synchronous=FULL, "
         "WAL), `*_pg` to a PostgreSQL 15 server on the same machine (started by the harness, default "
         "settings, fsync on); `*_w2` runs `--workers 2`. Peak RSS covers the gateway and all its processes "
-        "(workers, SQLite writer), not PostgreSQL.",
+        "(workers, SQLite writer), not PostgreSQL. `ceiling_*` is the gateway's own callback path (read, verify, "
+        "parse, metrics, answer) with no sink and no access log: the most any gateway running this verification "
+        "under uvicorn can reach here.",
         "",
         "| target | req/s | p50 ms | p99 ms | peak RSS MB | acked | lost |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -304,6 +302,8 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
     lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
     for gateway, naive, target in (("gateway_twilio", "naive_twilio", 2.0), ("gateway_vonage", "naive_vonage", 2.0),
                                    ("gateway_twilio", "floor", 0.30), ("gateway_vonage", "floor", 0.30),
+                                   ("ceiling_twilio", "naive_twilio", None), ("ceiling_vonage", "naive_vonage", None),
+                                   ("gateway_twilio", "ceiling_twilio", None), ("gateway_vonage", "ceiling_vonage", None),
                                    ("gateway_twilio_w2", "naive_twilio", None), ("gateway_vonage_w2", "naive_vonage", None),
                                    ("gateway_twilio_pg", "naive_twilio", None), ("gateway_vonage_pg", "naive_vonage", None)):
         if gateway in results and naive in results:
