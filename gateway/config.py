@@ -174,6 +174,15 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         else sink
         for sink in config.sinks
     )
+    # Two sinks on one file or database: a second store would call every new event a duplicate,
+    # a log sink would write its lines into the SQLite file.
+    seen: dict[str, int] = {}
+    for index, sink in enumerate(sinks):
+        where = sink.dsn if isinstance(sink, PostgresSinkConfig) else sink.path
+        if where in seen:
+            what = "database" if isinstance(sink, PostgresSinkConfig) else "standard output" if where == "-" else "file"
+            raise ConfigError(f"sinks.{index}: writes to the same {what} as sinks.{seen[where]}")
+        seen[where] = index
     return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source)
 
 

@@ -65,6 +65,15 @@ ERRORS = {
     "reserved-path": ({"endpoints": endpoints(path="/metrics")}, ENV, "reserved"),
     "no-endpoints": ({"endpoints": []}, ENV, "at least one endpoint"),
     "no-sinks": ({"endpoints": endpoints(), "sinks": []}, ENV, "sinks: at least one sink is required"),
+    "same-sqlite-twice": ({"endpoints": endpoints(), "sinks": [{"type": "sqlite", "path": "g.db"},
+                                                                {"type": "sqlite", "path": "./g.db"}]}, ENV,
+                          "sinks.1: writes to the same file as sinks.0"),
+    "same-postgres-twice": ({"endpoints": endpoints(), "sinks": [{"type": "postgres", "dsn": "postgresql://u:s3cr3t-pw@h/d"}] * 2},
+                            ENV, "sinks.1: writes to the same database as sinks.0"),
+    "log-into-sqlite": ({"endpoints": endpoints(), "sinks": [{"type": "sqlite"}, {"type": "log", "path": "gateway.db"}]},
+                        ENV, "sinks.1: writes to the same file as sinks.0"),
+    "stdout-twice": ({"endpoints": endpoints(), "sinks": [{"type": "log"}, {"type": "sqlite"}, {"type": "log", "path": "-"}]},
+                     ENV, "sinks.2: writes to the same standard output as sinks.0"),
     "bad-sink": ({"endpoints": endpoints(), "sinks": [{"type": "kafka"}]}, ENV, "sinks.0"),
     "bad-public-url": ({"server": {"public_url": "gw.example.com"}, "endpoints": endpoints()}, ENV, "public_url"),
     "bad-age": ({"endpoints": [{"name": "v", "provider": "vonage", "signature_secret": "s", "max_token_age": 0}]},
@@ -87,6 +96,15 @@ def test_secret_values_never_appear_in_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, document), ENV)
     assert ENV["TWILIO_AUTH_TOKEN"] not in str(caught.value)
+
+
+def test_a_repeated_database_is_named_by_position_not_by_its_dsn(tmp_path: Path) -> None:
+    dsn = "postgresql://gateway:s3cr3t-pw@db.internal/gateway"
+    document = {"endpoints": endpoints(), "sinks": [{"type": "postgres", "dsn": dsn}] * 2}
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, document), ENV)
+    assert "sinks.1" in str(caught.value)
+    assert "s3cr3t-pw" not in str(caught.value)
 
 
 def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
