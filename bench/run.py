@@ -287,8 +287,8 @@ def render(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         "WAL), `*_pg` to a PostgreSQL 15 server on the same machine (started by the harness, default "
         "settings, fsync on); `*_w2` runs `--workers 2`. Peak RSS covers the gateway and all its processes "
         "(workers, SQLite writer), not PostgreSQL. `ceiling_*` is the gateway's own callback path (read, verify, "
-        "parse, metrics, answer) with no sink and no access log: the most any gateway running this verification "
-        "under uvicorn can reach here.",
+        "parse, metrics, answer) with no sink and no access log: what the gateway could reach here if keeping "
+        "an event cost nothing.",
         "",
         "| target | req/s | p50 ms | p99 ms | peak RSS MB | acked | lost |",
         "|---|---:|---:|---:|---:|---:|---:|",

@@ -174,8 +174,13 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
         else sink
         for sink in config.sinks
     )
-    # Two sinks on one file or database: a second store would call every new event a duplicate,
-    # a log sink would write its lines into the SQLite file.
+    _one_sink_per_target(sinks)
+    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source)
+
+
+def _one_sink_per_target(sinks: tuple[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, ...]) -> None:
+    """Two sinks on one file or database: a second store would call every new event a duplicate, a
+    log sink would write its lines into the SQLite file. Paths are compared once resolved."""
     seen: dict[str, int] = {}
     for index, sink in enumerate(sinks):
         where = sink.dsn if isinstance(sink, PostgresSinkConfig) else sink.path
@@ -183,7 +188,6 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
             what = "database" if isinstance(sink, PostgresSinkConfig) else "standard output" if where == "-" else "file"
             raise ConfigError(f"sinks.{index}: writes to the same {what} as sinks.{seen[where]}")
         seen[where] = index
-    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source)
 
 
 def parse_config(tree: Any, env: Mapping[str, str]) -> Config:
