@@ -11,7 +11,7 @@ import hashlib
 import hmac
 from datetime import datetime, timezone
 from typing import Any, ClassVar
-from urllib.parse import unquote, urlencode
+from urllib.parse import urlencode
 
 import orjson
 from pydantic import Field
@@ -26,6 +26,7 @@ from twilio.request_validator import (
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+from providers.forms import decode_pairs, decode_text
 
 STATUSES: dict[str, Status] = {
     "accepted": Status.ACCEPTED,
@@ -187,13 +188,13 @@ def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
     """What the signature covers (for RequestValidator) and the fields it authenticates."""
     if inbound.method == "GET":
         # The parameters are in the query string, which is already part of the signed URL.
-        return {}, _pairs_to_fields(_decode_pairs(inbound.query.encode("latin-1"), "query string"))
+        return {}, _pairs_to_fields(decode_pairs(inbound.query.encode("latin-1"), "query string"))
     media_type = inbound.headers.get("content-type", "").partition(";")[0].strip().lower()
     body_sha256 = "bodySHA256=" in inbound.query
     if media_type == JSON:
         if not body_sha256:
             raise InvalidSignature("a JSON body must be signed with ?bodySHA256= in the URL")
-        text = _decode_text(inbound.body)
+        text = decode_text(inbound.body)
         try:
             data = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
@@ -202,37 +203,11 @@ def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
             raise Malformed("the JSON body must be an object")
         # A str (never a parsed dict) makes RequestValidator check bodySHA256 against the raw body.
         return text, {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in data.items()}
-    pairs = _decode_pairs(inbound.body, "form body")
+    pairs = decode_pairs(inbound.body, "form body")
     if body_sha256:
-        return _decode_text(inbound.body), _pairs_to_fields(pairs)
+        return decode_text(inbound.body), _pairs_to_fields(pairs)
     # The pairs keep repeated keys and blank values: both are part of the signed string.
     return pairs, _pairs_to_fields(pairs)
-
-
-def _decode_text(body: bytes) -> str:
-    try:
-        return body.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise Malformed("the body is not valid UTF-8") from exc
-
-
-def _decode_pairs(data: bytes, what: str) -> list[tuple[str, str]]:
-    """parse_qsl(keep_blank_values=True, errors="strict"), less its generality (a third of the cost)."""
-    try:
-        pairs = []
-        for part in data.decode("ascii").split("&"):
-            if part:
-                name, _, value = part.partition("=")
-                pairs.append((_unquote(name), _unquote(value)))
-        return pairs
-    except UnicodeDecodeError as exc:
-        raise Malformed(f"the {what} is not valid percent-encoded UTF-8") from exc
-
-
-def _unquote(text: str) -> str:
-    if "+" in text:
-        text = text.replace("+", " ")
-    return unquote(text, errors="strict") if "%" in text else text
 
 
 def _pairs_to_fields(pairs: list[tuple[str, str]]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from twilio.request_validator import RequestValidator
 
 from gateway.errors import InvalidSignature, InvalidToken, Malformed
 from providers.base import Inbound
-from providers.twilio import Twilio, TwilioSettings, _decode_pairs
+from providers.forms import decode_pairs
+from providers.twilio import Twilio, TwilioSettings
 from providers.vonage import Vonage, VonageSettings
 
 TOKEN = "equivalence_auth_token_0123456789abcdef"
@@ -45,7 +46,7 @@ def test_form_parsing_matches_parse_qsl(body: bytes) -> None:
     except (UnicodeDecodeError, ValueError):
         expected = Malformed
     try:
-        got: Any = _decode_pairs(body, "form body")
+        got: Any = decode_pairs(body, "form body")
     except Malformed:
         got = Malformed
     assert got == expected
