@@ -1,0 +1,190 @@
+"""Vonage SMS API delivery receipts (DLRs): fields signed with `sig`, by MD5 hash or an HMAC.
+
+The legacy SMS API (the Messages API is providers/vonage.py) pushes one receipt per SMS part as a
+GET query, a POST form or a POST-JSON object, as chosen in the Dashboard. Signed receipts carry
+`sig`, `timestamp` and `nonce`; signing is switched on per account (Dashboard → API Settings).
+DLR fields and codes:  https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts
+Signing algorithm:     https://developer.vonage.com/en/getting-started/concepts/signing-messages
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any, ClassVar, Literal
+
+import orjson
+
+from gateway.errors import InvalidSignature, Malformed
+from gateway.model import Status, StatusEvent, utc_iso
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+from providers.forms import decode_pairs
+
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+
+# SPEC §4, column "Vonage SMS API receipt status".
+STATUSES: dict[str, Status] = {
+    "buffered": Status.SENDING,
+    "accepted": Status.SENT,
+    "delivered": Status.DELIVERED,
+    "failed": Status.UNDELIVERED,
+    "rejected": Status.REJECTED,
+    "expired": Status.EXPIRED,
+    "unknown": Status.UNKNOWN,
+}
+
+# `err-code` (PROVIDERS.md §2.7); 0 means delivered and is not an error.
+ERRORS: dict[str, str] = {
+    "1": "Unknown", "2": "Absent subscriber (temporary)", "3": "Absent subscriber (permanent)",
+    "4": "Call barred by user", "5": "Portability error", "6": "Anti-spam rejection",
+    "7": "Handset busy", "8": "Network error", "9": "Illegal number", "10": "Illegal message",
+    "11": "Unroutable", "12": "Destination unreachable", "13": "Subscriber age restriction",
+    "14": "Number blocked by carrier", "15": "Prepaid insufficient funds", "99": "General error",
+}
+
+# "md5hash" is md5(string + secret), the Dashboard's default; the others are HMACs keyed with the secret.
+SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
+
+
+class VonageSMSSettings(Settings):
+    signature_secret: Secrets
+    signature_method: SignatureMethod = "md5hash"
+
+
+class VonageSMS:
+    name: ClassVar[str] = "vonage"  # the same provider as the Messages API: one message namespace
+    ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
+    methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
+    media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
+    Settings: ClassVar[type[VonageSMSSettings]] = VonageSMSSettings
+
+    def __init__(self, endpoint: str, settings: VonageSMSSettings) -> None:
+        self.endpoint = endpoint
+        self._secrets = settings.signature_secret
+        self._method = settings.signature_method
+
+    def verify(self, inbound: Inbound) -> Fields:
+        fields = _received(inbound)
+        signature = fields.pop("sig", None)
+        if not isinstance(signature, str) or not signature:
+            raise InvalidSignature("no sig parameter: turn on signed webhooks for this API key "
+                                   "(Dashboard → API Settings) and set signature_method to match")
+        given = signature.lower().encode()
+        # Every configured secret is tried: rotation keeps the old one valid for a while.
+        if not any(hmac.compare_digest(given, sign(fields, secret, self._method).encode()) for secret in self._secrets):
+            raise InvalidSignature(f"sig does not match the fields with signature_method {self._method} "
+                                   "(check the method and the signature secret)")
+        return fields
+
+    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+        message_id, word = fields.get("messageId"), fields.get("status")
+        if word is None and "text" in fields:
+            return None  # an inbound SMS sent to this URL: signed and genuine, but not a receipt
+        if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
+            raise Malformed("a Vonage delivery receipt needs messageId and status")
+        error_code = _text(fields.get("err-code"))
+        if error_code == "0":
+            error_code = None
+        return StatusEvent(
+            provider=self.name,
+            endpoint=self.endpoint,
+            message_id=message_id,
+            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            provider_status=word,
+            error_code=error_code,
+            error_message=ERRORS.get(error_code or ""),
+            to=_text(fields.get("msisdn")),  # the recipient; the receipt's `to` is the sender id
+            sender=_text(fields.get("to")),
+            channel="sms",
+            account=_text(fields.get("api-key")),
+            occurred_at=_scts(fields.get("scts")) or _message_timestamp(fields.get("message-timestamp")),
+            received_at=utc_iso(inbound.received_at),
+            raw=dict(fields),
+        )
+
+    @staticmethod
+    def sample_request(
+        *, url: str, signature_secret: str, signature_method: SignatureMethod, message_id: str, status: str,
+        api_key: str, error_code: str | None = None, to: str = "447700900000", sender: str = "AcmeInc",
+    ) -> SampleRequest:
+        """A signed delivery receipt as Vonage sends it in the "POST-JSON" format (used by `simulate`)."""
+        now = datetime.now(timezone.utc)
+        fields: dict[str, Any] = {
+            "msisdn": to, "to": sender, "network-code": "23410", "messageId": message_id, "price": "0.03330000",
+            "status": status, "scts": now.strftime("%y%m%d%H%M"), "err-code": error_code or "0",
+            "api-key": api_key, "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
+            "timestamp": str(int(time.time())), "nonce": str(uuid.uuid4()),
+        }
+        fields["sig"] = sign(fields, signature_secret, signature_method)
+        return SampleRequest(method="POST", url=url, headers={"Content-Type": JSON}, body=orjson.dumps(fields))
+
+
+def sign(fields: Mapping[str, Any], secret: str, method: SignatureMethod) -> str:
+    """Vonage's `sig` of the fields (without `sig`), lower-case hex, as the SDKs compute it.
+
+    Keys sorted, "&key=value" each, `&` and `=` in a value replaced by `_`; then md5 of that text
+    followed by the secret, or its HMAC keyed with the secret.
+    """
+    text = "".join(f"&{key}={_signed_value(fields[key])}" for key in sorted(fields)).encode()
+    if method == "md5hash":
+        return hashlib.md5(text + secret.encode()).hexdigest()
+    return hmac.new(secret.encode(), text, method).hexdigest()
+
+
+def _signed_value(value: Any) -> str:
+    return value.replace("&", "_").replace("=", "_") if isinstance(value, str) else f"{value}"
+
+
+def _received(inbound: Inbound) -> dict[str, Any]:
+    """Every field as received: the query of a GET, else the body. A POST's query is not signed and is ignored."""
+    if inbound.method == "GET":
+        pairs = decode_pairs(inbound.query.encode("latin-1"), "query string")
+    elif inbound.headers.get("content-type", "").partition(";")[0].strip().lower() == JSON:
+        try:
+            data = orjson.loads(inbound.body)
+        except orjson.JSONDecodeError as exc:
+            raise Malformed("the body is not valid JSON") from exc
+        if not isinstance(data, dict):
+            raise Malformed("the JSON body must be an object")
+        if any(isinstance(value, dict | list) for value in data.values()):
+            raise Malformed("a delivery receipt's values are strings or numbers")
+        return data
+    else:
+        pairs = decode_pairs(inbound.body, "form body")
+    fields: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in fields:
+            raise Malformed(f"the field {key} is given twice")
+        fields[key] = value
+    return fields
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    return str(value) if isinstance(value, str | int) and str(value) else None
+
+
+def _scts(value: Any) -> str | None:
+    """The carrier's receipt time, YYMMDDhhmm with no zone: read as UTC, like Twilio's RawDlrDoneDate."""
+    if not isinstance(value, str | int):
+        return None
+    try:
+        return utc_iso(datetime.strptime(str(value), "%y%m%d%H%M").replace(tzinfo=timezone.utc))
+    except ValueError:
+        return None
+
+
+def _message_timestamp(value: Any) -> str | None:
+    """When Vonage started pushing the receipt, "2020-01-01 12:00:00" in UTC."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return utc_iso(datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc))
+    except ValueError:
+        return None

@@ -1,0 +1,223 @@
+"""Vonage SMS API delivery receipts: `sig` by MD5 hash or HMAC, three transports, parse; HMACs made with Vonage's SDK."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
+from vonage_http_client import Auth
+
+from gateway.errors import InvalidSignature, Malformed
+from gateway.model import Status
+from providers.base import Inbound
+from providers.vonage_sms import VonageSMS, VonageSMSSettings
+from tests.conftest import vectors
+
+URL = "https://gw.example.com/webhooks/vonage-sms/main"
+SECRET = "vonage_sms_signature_secret_0123456789"
+NOW = datetime(2026, 11, 24, 9, 30, tzinfo=timezone.utc)
+HMACS = ["md5", "sha1", "sha256", "sha512"]
+
+
+def adapter(method: str = "sha256", *secrets: str) -> VonageSMS:
+    return VonageSMS("vonage-sms-main", VonageSMSSettings(signature_secret=list(secrets) or [SECRET],
+                                                          signature_method=method))  # type: ignore[arg-type]
+
+
+def receipt(status: str = "delivered", **extra: str) -> dict[str, str]:
+    """A delivery receipt's fields as PROVIDERS.md §2.5 lists them, signature fields included."""
+    return {"msisdn": "447700900000", "to": "AcmeInc", "network-code": "23410", "messageId": "0A0000001234567B",
+            "price": "0.03330000", "status": status, "scts": "2611240929", "err-code": "0",
+            "api-key": "abcd1234", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598",
+            "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e", **extra}
+
+
+def sdk_signed(fields: dict[str, Any], method: str = "sha256", secret: str = SECRET) -> dict[str, Any]:
+    """Signed by Vonage's own SDK (vonage-http-client's Auth.sign_params, the HMAC methods)."""
+    signed = dict(fields)
+    signed["sig"] = Auth(api_key="abcd1234", signature_secret=secret, signature_method=method).sign_params(dict(fields))
+    return signed
+
+
+def as_get(fields: dict[str, Any]) -> Inbound:
+    query = urlencode(fields)
+    return Inbound(method="GET", url=f"{URL}?{query}", headers={}, body=b"", received_at=NOW, query=query)
+
+
+def as_form(fields: dict[str, Any]) -> Inbound:
+    return Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
+                   body=urlencode(fields).encode(), received_at=NOW)
+
+
+def as_json(fields: dict[str, Any]) -> Inbound:
+    return Inbound(method="POST", url=URL, headers={"content-type": "application/json"},
+                   body=orjson.dumps(fields), received_at=NOW)
+
+
+TRANSPORTS = [as_get, as_form, as_json]
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["get", "form", "json"])
+@pytest.mark.parametrize("vector", [v for v in vectors("vonage", "sms-api-sig") if v["signature_secret"]],
+                         ids=lambda v: v["id"])
+def test_shared_vectors_in_every_transport(vector: dict[str, Any], transport: Any) -> None:
+    gateway = adapter(vector["signature_method"], vector["signature_secret"])
+    request = transport(vector["params"])
+    if vector["expected_valid"]:
+        fields = gateway.verify(request)
+        assert "sig" not in fields
+        assert set(fields) == set(vector["params"]) - {"sig"}
+    else:
+        with pytest.raises(InvalidSignature):
+            gateway.verify(request)
+
+
+def test_an_empty_secret_is_refused_by_the_config_not_accepted_as_a_key() -> None:
+    (vector,) = [v for v in vectors("vonage", "sms-api-sig") if not v["signature_secret"]]
+    with pytest.raises(ValidationError):
+        VonageSMSSettings(signature_secret=vector["signature_secret"], signature_method=vector["signature_method"])
+
+
+@pytest.mark.parametrize("method", HMACS)
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["get", "form", "json"])
+def test_sdk_signed_receipts_verify_and_a_changed_field_does_not(method: str, transport: Any) -> None:
+    signed = sdk_signed(receipt(), method)
+    assert adapter(method).verify(transport(signed))["status"] == "delivered"
+    with pytest.raises(InvalidSignature, match="sig does not match"):
+        adapter(method).verify(transport({**signed, "status": "failed"}))
+    with pytest.raises(InvalidSignature):
+        adapter(method).verify(transport({**signed, "extra": "added"}))
+    with pytest.raises(InvalidSignature):  # right signature, other method configured
+        adapter("sha512" if method != "sha512" else "md5").verify(transport(signed))
+
+
+def test_an_upper_case_sig_is_the_same_signature() -> None:
+    signed = sdk_signed(receipt())
+    assert adapter().verify(as_json({**signed, "sig": signed["sig"].upper()}))
+
+
+def test_every_configured_secret_is_tried() -> None:
+    signed = sdk_signed(receipt(), secret="the-old-secret")
+    assert adapter("sha256", SECRET, "the-old-secret").verify(as_form(signed))
+
+
+@given(st.dictionaries(st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12),
+                       st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=24), max_size=8),
+       st.sampled_from(HMACS))
+def test_verdicts_match_the_sdk_on_any_fields(fields: dict[str, str], method: str) -> None:
+    fields = {key: value for key, value in fields.items() if key != "sig"} | {"timestamp": "1795512598"}
+    signed = sdk_signed(fields, method)
+    assert adapter(method).verify(as_json(signed)) == fields
+    tampered = {**signed, "timestamp": "1795512599"}
+    assert Auth(api_key="k", signature_secret=SECRET, signature_method=method).check_signature(tampered) is False
+    with pytest.raises(InvalidSignature):
+        adapter(method).verify(as_json(tampered))
+
+
+@pytest.mark.parametrize(("request_", "error", "match"), [
+    (as_json(receipt()), InvalidSignature, "no sig parameter"),
+    (as_json({**receipt(), "sig": ""}), InvalidSignature, "no sig parameter"),
+    (Inbound(method="POST", url=URL, headers={"content-type": "application/json"}, body=b"[1]", received_at=NOW),
+     Malformed, "must be an object"),
+    (Inbound(method="POST", url=URL, headers={"content-type": "application/json"}, body=b"{", received_at=NOW),
+     Malformed, "not valid JSON"),
+    (as_json({**receipt(), "nested": {"a": "b"}}), Malformed, "strings or numbers"),
+    (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
+             body=b"status=delivered&status=failed", received_at=NOW), Malformed, "given twice"),
+    (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
+             body=b"status=%ff", received_at=NOW), Malformed, "percent-encoded"),
+], ids=["unsigned", "empty-sig", "json-array", "json-broken", "json-nested", "repeated-field", "bad-encoding"])
+def test_refusals(request_: Inbound, error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        adapter().verify(request_)
+
+
+def test_a_post_query_string_is_neither_signed_nor_read() -> None:
+    signed = sdk_signed(receipt())
+    request = as_json(signed)
+    with_query = Inbound(method="POST", url=URL + "?status=failed", headers=request.headers, body=request.body,
+                         received_at=NOW, query="status=failed")
+    assert adapter().verify(with_query)["status"] == "delivered"
+
+
+# SPEC §4, column "Vonage SMS API receipt status".
+SPEC_STATUSES = [("buffered", Status.SENDING), ("accepted", Status.SENT), ("delivered", Status.DELIVERED),
+                 ("failed", Status.UNDELIVERED), ("rejected", Status.REJECTED), ("expired", Status.EXPIRED),
+                 ("unknown", Status.UNKNOWN), ("deleted", Status.UNKNOWN)]
+
+
+@pytest.mark.parametrize(("word", "status"), SPEC_STATUSES)
+def test_statuses_follow_the_spec_table(word: str, status: Status) -> None:
+    gateway = adapter()
+    request = as_json(sdk_signed(receipt(word)))
+    event = gateway.parse(gateway.verify(request), request)
+    assert event is not None
+    assert (event.status, event.provider_status) == (status, word)
+
+
+def test_a_receipt_becomes_the_normalized_event() -> None:
+    gateway = adapter()
+    request = as_form(sdk_signed(receipt("failed", **{"err-code": "2", "client-ref": "order-17"})))
+    event = gateway.parse(gateway.verify(request), request)
+    assert event is not None
+    assert (event.provider, event.endpoint, event.message_id, event.channel) == (
+        "vonage", "vonage-sms-main", "0A0000001234567B", "sms")
+    assert (event.error_code, event.error_message) == ("2", "Absent subscriber (temporary)")
+    # The receipt's `msisdn` is the recipient and its `to` the sender id (PROVIDERS.md §2.5).
+    assert (event.to, event.sender, event.account) == ("447700900000", "AcmeInc", "abcd1234")
+    assert event.occurred_at == "2026-11-24T09:29:00.000000Z"  # scts, YYMMDDhhmm read as UTC
+    assert event.raw["client-ref"] == "order-17" and "sig" not in event.raw
+
+
+def test_err_code_zero_is_no_error_and_message_timestamp_stands_in_for_a_bad_scts() -> None:
+    gateway = adapter()
+    request = as_json(sdk_signed(receipt(scts="not-a-time")))
+    event = gateway.parse(gateway.verify(request), request)
+    assert event is not None
+    assert (event.error_code, event.error_message) == (None, None)
+    assert event.occurred_at == "2026-11-24T09:29:58.000000Z"
+
+
+def test_the_same_receipt_resent_with_a_new_nonce_and_timestamp_has_the_same_id() -> None:
+    gateway = adapter()
+    first, again = (as_json(sdk_signed(receipt(nonce=nonce, timestamp=ts))) for nonce, ts in
+                    (("n-1", "1795512598"), ("n-2", "1795512658")))
+    ids = {gateway.parse(gateway.verify(r), r).id for r in (first, again)}  # type: ignore[union-attr]
+    assert len(ids) == 1
+
+
+def test_an_inbound_sms_on_the_receipt_url_is_not_a_status() -> None:
+    gateway = adapter()
+    fields = {"msisdn": "447700900000", "to": "447700900001", "messageId": "0B00000042AC53BD", "text": "hello",
+              "type": "text", "keyword": "HELLO", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598"}
+    request = as_get(sdk_signed(fields))
+    assert gateway.parse(gateway.verify(request), request) is None
+
+
+def test_a_receipt_without_message_id_is_malformed() -> None:
+    gateway = adapter()
+    fields = receipt()
+    del fields["messageId"]
+    request = as_json(sdk_signed(fields))
+    with pytest.raises(Malformed, match="messageId and status"):
+        gateway.parse(gateway.verify(request), request)
+
+
+@pytest.mark.parametrize("method", ["md5hash", *HMACS])
+def test_sample_requests_verify(method: str) -> None:
+    gateway = adapter(method)
+    sample = VonageSMS.sample_request(url=URL, signature_secret=SECRET, signature_method=method,  # type: ignore[arg-type]
+                                      message_id="0A00000012345678", status="accepted", api_key="abcd1234")
+    request = Inbound(method=sample.method, url=sample.url, headers={k.lower(): v for k, v in sample.headers.items()},
+                      body=sample.body, received_at=NOW)
+    event = gateway.parse(gateway.verify(request), request)
+    assert event is not None and event.status is Status.SENT
+    if method != "md5hash":  # the SDK speaks the HMAC methods only (PROVIDERS.md §2.8)
+        assert Auth(api_key="k", signature_secret=SECRET, signature_method=method).check_signature(
+            orjson.loads(sample.body))
