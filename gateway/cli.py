@@ -19,6 +19,7 @@ from gateway import devmode
 from gateway.config import Config, load_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.model import Status, StatusEvent
+from providers import PROVIDERS
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="Path of config.yaml (default ./config.yaml, then $GATEWAY_CONFIG).")
@@ -132,6 +133,11 @@ WHERE = {
         "    Signed webhooks are on by default; signature_secret is the account's signature secret\n"
         "    (Dashboard → API Settings)."
     ),
+    "vonage-sms": (
+        "Paste it as the Delivery receipts webhook URL (Dashboard → API Settings → SMS settings; POST-JSON,\n"
+        "    POST or GET all work). Ask Vonage to sign this API key's webhooks and set signature_method\n"
+        "    to the method it signs with (md5hash is the Dashboard's default)."
+    ),
 }
 
 
@@ -158,12 +164,12 @@ def urls(config_path: str | None) -> None:
 
 @main.command()
 @CONFIG_OPTION
-@click.argument("provider", type=click.Choice(["twilio", "vonage"]))
+@click.argument("provider", type=click.Choice(sorted(PROVIDERS)))
 @click.argument("status", required=False)
 @click.option("--endpoint", "endpoint_name", help="Endpoint name (default: the provider's first).")
 @click.option("--message-id", help="Message id (default: a new random one).")
 @click.option("--url", help="Where to send (default: the config's host and port).")
-@click.option("--error-code", help="Provider error code (default for failures: 30003 / 1250).")
+@click.option("--error-code", help="Provider error code (default for failures: 30003 / 1250 / 2).")
 @click.option("--scenario", type=click.Choice(["lifecycle", "out-of-order", "duplicate", "failure"]),
               help="Send a whole realistic sequence for one message.")
 def simulate(config_path: str | None, provider: str, status: str | None, endpoint_name: str | None,

@@ -14,19 +14,24 @@ from gateway.errors import ConfigError
 from providers.base import SampleRequest
 from providers.twilio import Twilio
 from providers.vonage import Vonage
+from providers.vonage_sms import VonageSMS
 
 # A normalized word typed for a provider that says it differently ("vonage sent" → "submitted").
-ALIASES = {"vonage": {"sent": "submitted", "undelivered": "undeliverable", "failed": "rejected"}}
-FAILURE_CODES = {"twilio": "30003", "vonage": "1250"}
+ALIASES = {"vonage": {"sent": "submitted", "undelivered": "undeliverable", "failed": "rejected"},
+           "vonage-sms": {"sent": "accepted", "sending": "buffered", "undelivered": "failed"}}
+FAILURE_CODES = {"twilio": "30003", "vonage": "1250", "vonage-sms": "2"}
 FAILURE_WORDS = {"failed", "undelivered", "undeliverable", "rejected"}
 
 # scenario → (provider word, sent how many times) per provider, for one message.
 SCENARIOS: dict[str, dict[str, list[tuple[str, int]]]] = {
     "lifecycle": {"twilio": [("queued", 1), ("sending", 1), ("sent", 1), ("delivered", 1)],
-                  "vonage": [("submitted", 1), ("delivered", 1)]},
-    "out-of-order": {"twilio": [("delivered", 1), ("sent", 1)], "vonage": [("delivered", 1), ("submitted", 1)]},
-    "duplicate": {"twilio": [("delivered", 3)], "vonage": [("delivered", 3)]},
-    "failure": {"twilio": [("sent", 1), ("undelivered", 1)], "vonage": [("submitted", 1), ("rejected", 1)]},
+                  "vonage": [("submitted", 1), ("delivered", 1)],
+                  "vonage-sms": [("buffered", 1), ("accepted", 1), ("delivered", 1)]},
+    "out-of-order": {"twilio": [("delivered", 1), ("sent", 1)], "vonage": [("delivered", 1), ("submitted", 1)],
+                     "vonage-sms": [("delivered", 1), ("accepted", 1)]},
+    "duplicate": {"twilio": [("delivered", 3)], "vonage": [("delivered", 3)], "vonage-sms": [("delivered", 3)]},
+    "failure": {"twilio": [("sent", 1), ("undelivered", 1)], "vonage": [("submitted", 1), ("rejected", 1)],
+                "vonage-sms": [("accepted", 1), ("failed", 1)]},
 }
 
 
@@ -64,16 +69,26 @@ def build(target: Target, word: str, message_id: str, error_code: str | None = N
             url=target.signed_url, auth_token=settings.auth_token[0],  # type: ignore[attr-defined]
             message_id=message_id, status=word, account="AC" + digest[:32], error_code=error_code,
         )
-    else:
+    elif provider == "vonage":
         request = Vonage.sample_request(
             url=target.signed_url, signature_secret=settings.signature_secret[0],  # type: ignore[attr-defined]
+            message_id=message_id, status=word, api_key=digest[:8], error_code=error_code,
+        )
+    else:
+        request = VonageSMS.sample_request(
+            url=target.signed_url, signature_secret=settings.signature_secret[0],  # type: ignore[attr-defined]
+            signature_method=settings.signature_method,  # type: ignore[attr-defined]
             message_id=message_id, status=word, api_key=digest[:8], error_code=error_code,
         )
     return SampleRequest(request.method, target.send_url, request.headers, request.body)
 
 
 def new_message_id(provider: str) -> str:
-    return "SM" + uuid.uuid4().hex if provider == "twilio" else str(uuid.uuid4())
+    if provider == "twilio":
+        return "SM" + uuid.uuid4().hex
+    if provider == "vonage-sms":
+        return uuid.uuid4().hex[:16].upper()  # an SMS API messageId: 16 hex digits, one per SMS part
+    return str(uuid.uuid4())
 
 
 def plan(provider: str, scenario: str | None, word: str | None) -> Iterator[tuple[str, int]]:

@@ -31,6 +31,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 TWILIO_TOKEN = "twilio_test_auth_token_0123456789abcdef"
 VONAGE_SECRET = "vonage_test_signature_secret_0123456789abcdef"
+VONAGE_SMS_SECRET = "vonage_sms_test_signature_secret_0123456789"
 PUBLIC_URL = "https://gw.example.com"
 API_TOKEN = "api-token-for-tests-0123456789"
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text())
@@ -48,6 +49,8 @@ def config_document(tmp_path: Path, **server: Any) -> dict[str, Any]:
              "auth_token": "${TWILIO_AUTH_TOKEN}"},
             {"name": "vonage-main", "provider": "vonage", "path": "/webhooks/vonage/main",
              "signature_secret": "${VONAGE_SIGNATURE_SECRET}"},
+            {"name": "vonage-sms-main", "provider": "vonage-sms", "path": "/webhooks/vonage-sms/main",
+             "signature_secret": "${VONAGE_SMS_SIGNATURE_SECRET}"},  # md5hash, the Dashboard's default
         ],
         "sinks": [
             {"type": "log", "path": str(tmp_path / "events.jsonl")},
@@ -56,7 +59,8 @@ def config_document(tmp_path: Path, **server: Any) -> dict[str, Any]:
     }
 
 
-ENV = {"TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET}
+ENV = {"TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET,
+       "VONAGE_SMS_SIGNATURE_SECRET": VONAGE_SMS_SECRET}
 
 
 @pytest.fixture

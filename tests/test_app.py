@@ -18,10 +18,12 @@ from tests.conftest import API_TOKEN, PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, c
 from tests.signing import (
     TWILIO_PATH,
     VONAGE_PATH,
+    VONAGE_SMS_PATH,
     twilio_fields,
     twilio_request,
     vonage_payload,
     vonage_request,
+    vonage_sms_sig,
 )
 
 TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -54,6 +56,34 @@ def test_vonage_callback_is_answered_with_an_empty_200(client: TestClient, tmp_p
     answer = client.post(VONAGE_PATH, headers=headers, content=body)
     assert (answer.status_code, answer.content) == (200, b"")
     assert stored(tmp_path) == [("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "sent")]
+
+
+@pytest.mark.parametrize("how", ["GET", "form", "json"])
+def test_vonage_sms_receipt_in_each_format_is_stored_and_answered_with_an_empty_200(
+    client: TestClient, tmp_path: Path, how: str,
+) -> None:
+    fields = {"msisdn": "447700900000", "to": "AcmeInc", "messageId": "0A0000001234567B", "status": "delivered",
+              "err-code": "0", "api-key": "abcd1234", "scts": "2611240929", "timestamp": "1795512598",
+              "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e"}
+    fields["sig"] = vonage_sms_sig(fields)
+    if how == "GET":
+        answer = client.get(VONAGE_SMS_PATH, params=fields)
+    elif how == "form":
+        answer = client.post(VONAGE_SMS_PATH, data=fields)
+    else:
+        answer = client.post(VONAGE_SMS_PATH, json=fields)
+    assert (answer.status_code, answer.content) == (200, b"")
+    assert stored(tmp_path) == [("0A0000001234567B", "delivered")]
+    (line,) = logged(tmp_path)
+    assert (line["provider"], line["endpoint"], line["to"], line["from"]) == (
+        "vonage", "vonage-sms-main", "447700900000", "AcmeInc")
+    assert "sig" not in line["raw"]
+
+
+def test_vonage_sms_receipt_without_sig_is_403_and_not_stored(client: TestClient, tmp_path: Path) -> None:
+    answer = client.post(VONAGE_SMS_PATH, json={"messageId": "0A0000001234567B", "status": "delivered"})
+    assert (answer.status_code, answer.json()["error"]) == (403, "invalid_signature")
+    assert stored(tmp_path) == []
 
 
 def test_a_repeated_callback_is_answered_200_and_stored_once(client: TestClient, tmp_path: Path) -> None:

@@ -52,11 +52,12 @@ def test_urls_say_where_to_paste_and_add_the_twilio_retry_fragment(tmp_path: Pat
     assert "https://gw.example.com/webhooks/twilio/main\n" in output
     assert "https://gw.example.com/webhooks/twilio/main#rc=5&rp=all" in output
     assert "StatusCallback" in output and "Status URL" in output
+    assert "https://gw.example.com/webhooks/vonage-sms/main\n" in output and "Delivery receipts webhook URL" in output
     assert "retries only a failed connection" in output
 
 
 def simulate(gateway: GatewayProcess, provider: str, *args: str) -> Result:
-    path = TWILIO_PATH if provider == "twilio" else VONAGE_PATH
+    path = {"twilio": TWILIO_PATH, "vonage": VONAGE_PATH, "vonage-sms": "/webhooks/vonage-sms/main"}[provider]
     return run("simulate", provider, *args, "--config", str(gateway.tmp_path / "config.yaml"),
                "--url", gateway.url + path)
 
@@ -69,19 +70,25 @@ def status_json(gateway: GatewayProcess, message_id: str) -> dict[str, Any]:
 
 SCENARIOS = {  # scenario → provider → (current status, statuses in the timeline)
     "lifecycle": {"twilio": ("delivered", ["queued", "sending", "sent", "delivered"]),
-                  "vonage": ("delivered", ["sent", "delivered"])},
-    "out-of-order": {"twilio": ("delivered", ["delivered", "sent"]), "vonage": ("delivered", ["delivered", "sent"])},
-    "duplicate": {"twilio": ("delivered", ["delivered"]), "vonage": ("delivered", ["delivered"])},
-    "failure": {"twilio": ("undelivered", ["sent", "undelivered"]), "vonage": ("rejected", ["sent", "rejected"])},
+                  "vonage": ("delivered", ["sent", "delivered"]),
+                  "vonage-sms": ("delivered", ["sending", "sent", "delivered"])},
+    "out-of-order": {"twilio": ("delivered", ["delivered", "sent"]), "vonage": ("delivered", ["delivered", "sent"]),
+                     "vonage-sms": ("delivered", ["delivered", "sent"])},
+    "duplicate": {"twilio": ("delivered", ["delivered"]), "vonage": ("delivered", ["delivered"]),
+                  "vonage-sms": ("delivered", ["delivered"])},
+    "failure": {"twilio": ("undelivered", ["sent", "undelivered"]), "vonage": ("rejected", ["sent", "rejected"]),
+                "vonage-sms": ("undelivered", ["sent", "undelivered"])},
 }
+MESSAGE_IDS = {"twilio": "SM" + "c" * 32, "vonage": "cccccccc-bbbb-cccc-dddd-0123456789ab",
+               "vonage-sms": "0C00000012345678"}
 
 
-@pytest.mark.parametrize("provider", ["twilio", "vonage"])
+@pytest.mark.parametrize("provider", ["twilio", "vonage", "vonage-sms"])
 @pytest.mark.parametrize("scenario", SCENARIOS)
 def test_simulated_scenarios_show_precedence_and_dedup(
     gateway_process: GatewayProcess, provider: str, scenario: str,
 ) -> None:
-    message_id = ("SM" + "c" * 32) if provider == "twilio" else "cccccccc-bbbb-cccc-dddd-0123456789ab"
+    message_id = MESSAGE_IDS[provider]
     result = simulate(gateway_process, provider, "--scenario", scenario, "--message-id", message_id)
     assert result.exit_code == 0, result.output
     assert result.output.count("→ 200") == len(SCENARIOS[scenario][provider][1]) + 2 * (scenario == "duplicate")
@@ -89,7 +96,7 @@ def test_simulated_scenarios_show_precedence_and_dedup(
     expected_status, timeline = SCENARIOS[scenario][provider]
     assert (answer["status"], [e["status"] for e in answer["events"]]) == (expected_status, timeline)
     if scenario == "failure":
-        assert answer["events"][-1]["error_code"] == {"twilio": "30003", "vonage": "1250"}[provider]
+        assert answer["events"][-1]["error_code"] == {"twilio": "30003", "vonage": "1250", "vonage-sms": "2"}[provider]
 
 
 def test_simulate_one_status_and_read_it_back_as_text(gateway_process: GatewayProcess) -> None:

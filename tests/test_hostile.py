@@ -31,15 +31,17 @@ from twilio.request_validator import RequestValidator
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.logs import configure_logging
-from tests.conftest import PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET
+from tests.conftest import PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, VONAGE_SMS_SECRET
 from tests.signing import (
     TWILIO_PATH,
     VONAGE_PATH,
+    VONAGE_SMS_PATH,
     twilio_fields,
     twilio_request,
     vonage_claims,
     vonage_payload,
     vonage_request,
+    vonage_sms_sig,
 )
 
 LIMIT = 65536  # server.max_body_bytes in the test config
@@ -94,6 +96,9 @@ def confused_token(body: bytes) -> str:
 
 
 BODY = orjson.dumps(vonage_payload())
+SMS_RECEIPT = {"messageId": "0A0000001234567B", "status": "delivered", "msisdn": "447700900000", "to": "AcmeInc",
+               "err-code": "0", "timestamp": "1795512598", "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e"}
+SMS_RECEIPT["sig"] = vonage_sms_sig(SMS_RECEIPT)
 NOW = int(time.time())
 
 
@@ -306,7 +311,7 @@ header_values = st.one_of(
 )
 bodies = st.one_of(
     st.binary(max_size=300),
-    st.just(twilio()["content"]), st.just(BODY),
+    st.just(twilio()["content"]), st.just(BODY), st.just(orjson.dumps(SMS_RECEIPT)), st.just(urlencode(SMS_RECEIPT).encode()),
     st.lists(st.tuples(st.sampled_from(["MessageSid", "MessageStatus", "AccountSid", "ErrorCode", "x"]),
                        st.text(max_size=20)), max_size=6).map(lambda p: urlencode(p).encode()),
     st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
@@ -317,6 +322,7 @@ bodies = st.one_of(
 
 @given(method=st.sampled_from(["POST", "GET", "PUT", "HEAD", "OPTIONS"]),
        path=st.sampled_from([TWILIO_PATH, VONAGE_PATH, TWILIO_PATH + "?bodySHA256=abc", TWILIO_PATH + "?MessageSid=x",
+                             VONAGE_SMS_PATH, VONAGE_SMS_PATH + "?" + urlencode(SMS_RECEIPT),
                              "/healthz", "/readyz", "/v1/events", "/v1/messages/twilio/x", "/nope", TWILIO_PATH + "/"]),
        headers=st.lists(st.tuples(header_names, header_values), max_size=6),
        body=bodies)
@@ -327,8 +333,9 @@ def test_fuzzed_requests_never_get_a_500_or_store_a_forgery(
     if path.startswith("/webhooks") and status != 200:
         assert json.loads(answer)["error"] in {*REFUSAL_CODES.values(), "unsigned_callback"}
         assert REFUSAL_CODES.get(status, "unsigned_callback") == json.loads(answer)["error"]
-    # Only the untouched signed bodies can ever be stored, and only with their own valid signature.
-    assert stored(tmp_path) <= 2
+    # Only the untouched signed bodies can ever be stored, and only with their own valid signature
+    # (the SMS receipt is one event in three forms: JSON, form, query).
+    assert stored(tmp_path) <= 3
 
 
 # --- secrets never logged, whatever the level ---------------------------------------------------------
@@ -342,9 +349,11 @@ def test_no_secret_token_or_signature_reaches_a_log_line_or_a_refusal(
         forged_token = jwt.encode(vonage_claims(BODY), "forger-secret-0123456789abcdef0123", algorithm="HS256")
         good, forged = vonage(), vonage(token=forged_token)
         twilio_good, twilio_forged = twilio(), twilio(token="forger-auth-token-0123456789")
+        sms_forged = {**SMS_RECEIPT, "sig": vonage_sms_sig(SMS_RECEIPT, "forger-sms-secret-0123456789")}
+        sms_good, sms_bad = ({"method": "POST", "url": VONAGE_SMS_PATH, "json": r} for r in (SMS_RECEIPT, sms_forged))
         with TestClient(create_app(make_config(log_level="debug", log_format=fmt)), base_url=PUBLIC_URL) as client:
-            answers = [client.request(**r) for r in (good, forged, twilio_good, twilio_forged)]
-        assert [a.status_code for a in answers] == [200, 401, 200, 403]
+            answers = [client.request(**r) for r in (good, forged, twilio_good, twilio_forged, sms_good, sms_bad)]
+        assert [a.status_code for a in answers] == [200, 401, 200, 403, 200, 403]
         logging.getLogger("gateway").handlers[0].flush()
         out, err = capfd.readouterr()
         text = out + err + "".join(a.text for a in answers)
@@ -352,7 +361,8 @@ def test_no_secret_token_or_signature_reaches_a_log_line_or_a_refusal(
         secrets = [TWILIO_TOKEN, VONAGE_SECRET, "forger-secret-0123456789abcdef0123", "forger-auth-token-0123456789",
                    good["headers"]["Authorization"][7:], forged_token,
                    twilio_good["headers"]["X-Twilio-Signature"], twilio_forged["headers"]["X-Twilio-Signature"],
-                   RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + TWILIO_PATH, {})]
+                   RequestValidator(TWILIO_TOKEN).compute_signature(PUBLIC_URL + TWILIO_PATH, {}),
+                   VONAGE_SMS_SECRET, "forger-sms-secret-0123456789", SMS_RECEIPT["sig"], sms_forged["sig"]]
         for secret in secrets:
             assert secret not in text
     finally:

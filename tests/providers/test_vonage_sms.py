@@ -18,6 +18,7 @@ from gateway.model import Status
 from providers.base import Inbound
 from providers.vonage_sms import VonageSMS, VonageSMSSettings
 from tests.conftest import vectors
+from tests.signing import vonage_sms_sig
 
 URL = "https://gw.example.com/webhooks/vonage-sms/main"
 SECRET = "vonage_sms_signature_secret_0123456789"
@@ -221,3 +222,10 @@ def test_sample_requests_verify(method: str) -> None:
     if method != "md5hash":  # the SDK speaks the HMAC methods only (PROVIDERS.md §2.8)
         assert Auth(api_key="k", signature_secret=SECRET, signature_method=method).check_signature(
             orjson.loads(sample.body))
+
+
+@pytest.mark.parametrize("vector", [v for v in vectors("vonage", "sms-api-sig/md5hash") if v["signature_secret"]],
+                         ids=lambda v: v["id"])
+def test_the_tests_own_md5hash_agrees_with_the_vectors(vector: dict[str, Any]) -> None:
+    fields = {key: str(value) for key, value in vector["params"].items() if key != "sig"}
+    assert (vonage_sms_sig(fields, vector["signature_secret"]) == vector["params"]["sig"]) is vector["expected_valid"]
