@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from gateway.model import StatusEvent
+from gateway.model import StatusEvent, utc_iso
 
 Fields = Mapping[str, Any]  # the provider's payload, already authenticated
 
@@ -52,6 +52,16 @@ class Provider(Protocol):
     def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
         """The normalized event; None for a callback that is not a delivery status. Raises Malformed."""
         ...
+
+
+def carrier_time(value: str | None) -> str | None:
+    """A carrier's YYMMDDhhmm receipt time (Twilio RawDlrDoneDate, Vonage scts), which names no zone: read as UTC."""
+    if not value:
+        return None
+    try:
+        return utc_iso(datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=timezone.utc))
+    except ValueError:
+        return None
 
 
 def _as_tuple(value: Any) -> Any:

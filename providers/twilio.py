@@ -25,7 +25,7 @@ from twilio.request_validator import (
 
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time
 from providers.forms import decode_pairs, decode_text
 
 STATUSES: dict[str, Status] = {
@@ -134,7 +134,7 @@ class Twilio:
             sender=sender,
             channel=_channel(fields, message_id, to, sender),
             account=_first(fields, "AccountSid"),
-            occurred_at=_dlr_done_date(_first(fields, "RawDlrDoneDate")),
+            occurred_at=carrier_time(_first(fields, "RawDlrDoneDate")),  # read as UTC (README)
             received_at=utc_iso(inbound.received_at),
             raw=dict(fields),
         )
@@ -236,13 +236,3 @@ def _channel(fields: Fields, message_id: str, to: str | None, sender: str | None
         if address and ":" in address:  # "whatsapp:+14155238886", "messenger:123", "rcs:…"
             return address.partition(":")[0].lower()
     return "mms" if message_id.startswith("MM") else "sms"
-
-
-def _dlr_done_date(value: str | None) -> str | None:
-    """RawDlrDoneDate is the carrier's YYMMDDhhmm with no zone; it is read as UTC (README)."""
-    if not value:
-        return None
-    try:
-        return utc_iso(datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=timezone.utc))
-    except ValueError:
-        return None

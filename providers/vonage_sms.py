@@ -21,7 +21,7 @@ import orjson
 
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time
 from providers.forms import decode_pairs
 
 FORM = "application/x-www-form-urlencoded"
@@ -102,7 +102,7 @@ class VonageSMS:
             sender=_text(fields.get("to")),
             channel="sms",
             account=_text(fields.get("api-key")),
-            occurred_at=_scts(fields.get("scts")) or _message_timestamp(fields.get("message-timestamp")),
+            occurred_at=carrier_time(_text(fields.get("scts"))) or _message_timestamp(fields.get("message-timestamp")),
             received_at=utc_iso(inbound.received_at),
             raw=dict(fields),
         )
@@ -168,16 +168,6 @@ def _text(value: Any) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     return str(value) if isinstance(value, str | int) and str(value) else None
-
-
-def _scts(value: Any) -> str | None:
-    """The carrier's receipt time, YYMMDDhhmm with no zone: read as UTC, like Twilio's RawDlrDoneDate."""
-    if not isinstance(value, str | int):
-        return None
-    try:
-        return utc_iso(datetime.strptime(str(value), "%y%m%d%H%M").replace(tzinfo=timezone.utc))
-    except ValueError:
-        return None
 
 
 def _message_timestamp(value: Any) -> str | None:
