@@ -54,6 +54,15 @@ class Provider(Protocol):
         ...
 
 
+def text_of(value: Any) -> str | None:
+    """A JSON field as text: numbers too (Vonage sends `error.title` as 1000 or "1000"), not booleans."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | str):
+        return str(value) or None
+    return None
+
+
 def carrier_time(value: str | None) -> str | None:
     """A carrier's YYMMDDhhmm receipt time (Twilio RawDlrDoneDate, Vonage scts), which names no zone: read as UTC."""
     if not value:

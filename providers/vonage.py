@@ -24,7 +24,7 @@ from pydantic import Field
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, text_of
 
 STATUSES: dict[str, Status] = {
     "submitted": Status.SENT,
@@ -160,8 +160,8 @@ class Vonage:
         error_code = error_message = None
         if isinstance(error, dict):
             title, detail = error.get("title"), error.get("detail")
-            error_code = _text(title)
-            error_message = _text(detail) or ERRORS.get(error_code or "")
+            error_code = text_of(title)
+            error_message = text_of(detail) or ERRORS.get(error_code or "")
         channel = payload.get("channel")
         return StatusEvent(
             provider=self.name,
@@ -228,15 +228,6 @@ def _segment(part: str) -> bytes:
 def _is_number(value: Any) -> bool:
     # PyJWT's JSON parser accepts NaN and Infinity, which would slip through every time comparison.
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _text(value: Any) -> str | None:
-    """`error.title` arrives as a number or a string (the Java SDK's tests send 1000)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | str):
-        return str(value) or None
-    return None
 
 
 def _address(value: Any) -> str | None:

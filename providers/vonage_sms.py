@@ -21,7 +21,7 @@ import orjson
 
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time
+from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time, text_of
 from providers.forms import decode_pairs
 
 FORM = "application/x-www-form-urlencoded"
@@ -87,7 +87,7 @@ class VonageSMS:
             return None  # an inbound SMS sent to this URL: signed and genuine, but not a receipt
         if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
             raise Malformed("a Vonage delivery receipt needs messageId and status")
-        error_code = _text(fields.get("err-code"))
+        error_code = text_of(fields.get("err-code"))
         if error_code == "0":
             error_code = None
         return StatusEvent(
@@ -98,11 +98,12 @@ class VonageSMS:
             provider_status=word,
             error_code=error_code,
             error_message=ERRORS.get(error_code or ""),
-            to=_text(fields.get("msisdn")),  # the recipient; the receipt's `to` is the sender id
-            sender=_text(fields.get("to")),
+            to=text_of(fields.get("msisdn")),  # the recipient; the receipt's `to` is the sender id
+            sender=text_of(fields.get("to")),
             channel="sms",
-            account=_text(fields.get("api-key")),
-            occurred_at=carrier_time(_text(fields.get("scts"))) or _message_timestamp(fields.get("message-timestamp")),
+            account=text_of(fields.get("api-key")),
+            occurred_at=carrier_time(text_of(fields.get("scts")))
+            or _message_timestamp(fields.get("message-timestamp")),
             received_at=utc_iso(inbound.received_at),
             raw=dict(fields),
         )
@@ -162,12 +163,6 @@ def _received(inbound: Inbound) -> dict[str, Any]:
             raise Malformed(f"the field {key} is given twice")
         fields[key] = value
     return fields
-
-
-def _text(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    return str(value) if isinstance(value, str | int) and str(value) else None
 
 
 def _message_timestamp(value: Any) -> str | None:

@@ -311,7 +311,8 @@ header_values = st.one_of(
 )
 bodies = st.one_of(
     st.binary(max_size=300),
-    st.just(twilio()["content"]), st.just(BODY), st.just(orjson.dumps(SMS_RECEIPT)), st.just(urlencode(SMS_RECEIPT).encode()),
+    st.just(twilio()["content"]), st.just(BODY),
+    st.just(orjson.dumps(SMS_RECEIPT)), st.just(urlencode(SMS_RECEIPT).encode()),
     st.lists(st.tuples(st.sampled_from(["MessageSid", "MessageStatus", "AccountSid", "ErrorCode", "x"]),
                        st.text(max_size=20)), max_size=6).map(lambda p: urlencode(p).encode()),
     st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),

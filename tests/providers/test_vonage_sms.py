@@ -1,4 +1,7 @@
-"""Vonage SMS API delivery receipts: `sig` by MD5 hash or HMAC, three transports, parse; HMACs made with Vonage's SDK."""
+"""Vonage SMS API delivery receipts: `sig` by MD5 hash or HMAC, three transports, parse.
+
+The HMAC signatures are made with Vonage's SDK (vonage-http-client's Auth).
+"""
 
 from __future__ import annotations
 
@@ -213,8 +216,9 @@ def test_a_receipt_without_message_id_is_malformed() -> None:
 @pytest.mark.parametrize("method", ["md5hash", *HMACS])
 def test_sample_requests_verify(method: str) -> None:
     gateway = adapter(method)
-    sample = VonageSMS.sample_request(url=URL, signature_secret=SECRET, signature_method=method,  # type: ignore[arg-type]
-                                      message_id="0A00000012345678", status="accepted", api_key="abcd1234")
+    sample = VonageSMS.sample_request(
+        url=URL, signature_secret=SECRET, signature_method=method,  # type: ignore[arg-type]
+        message_id="0A00000012345678", status="accepted", api_key="abcd1234")
     request = Inbound(method=sample.method, url=sample.url, headers={k.lower(): v for k, v in sample.headers.items()},
                       body=sample.body, received_at=NOW)
     event = gateway.parse(gateway.verify(request), request)
