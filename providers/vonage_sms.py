@@ -160,7 +160,7 @@ def _received(inbound: Inbound) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for key, value in pairs:
         if key in fields:
-            raise Malformed(f"the field {key} is given twice")
+            raise Malformed("a field is given twice")
         fields[key] = value
     return fields
 

@@ -133,7 +133,7 @@ def test_verdicts_match_the_sdk_on_any_fields(fields: dict[str, str], method: st
      Malformed, "not valid JSON"),
     (as_json({**receipt(), "nested": {"a": "b"}}), Malformed, "strings or numbers"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
-             body=b"status=delivered&status=failed", received_at=NOW), Malformed, "given twice"),
+             body=b"status=delivered&status=failed", received_at=NOW), Malformed, "a field is given twice"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
              body=b"status=%ff", received_at=NOW), Malformed, "percent-encoded"),
 ], ids=["unsigned", "empty-sig", "json-array", "json-broken", "json-nested", "repeated-field", "bad-encoding"])
