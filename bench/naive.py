@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from twilio.request_validator import RequestValidator
 
+from gateway.app import callback_routes
 from gateway.config import parse_config
 from gateway.webhook import CallbackRoute
 
@@ -64,10 +65,7 @@ class Ceiling:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            config = parse_config({"endpoints": ENDPOINTS}, os.environ)
-            self.routes = {endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, sinks=[],
-                                                        provider=endpoint.adapter(), server=config.server)
-                           for endpoint in config.endpoints}
+            self.routes = callback_routes(parse_config({"endpoints": ENDPOINTS}, os.environ), sinks=[])
             await lifespan(receive, send)
             return
         route = self.routes.get(scope["path"])

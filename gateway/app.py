@@ -72,11 +72,7 @@ def create_app(config: Config) -> Gateway:
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    callbacks = {
-        endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
-                                     sinks=sinks, server=config.server)
-        for endpoint in config.endpoints
-    }
+    callbacks = callback_routes(config, sinks)
     store = next((s for s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
         routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
@@ -89,6 +85,15 @@ def create_app(config: Config) -> Gateway:
     app.state.config = config
     app.state.store = store
     return Gateway(callbacks, app, sinks)
+
+
+def callback_routes(config: Config, sinks: list[Sink]) -> dict[str, CallbackRoute]:
+    """Each endpoint's path → its route, handing events to these sinks."""
+    return {
+        endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
+                                     sinks=sinks, server=config.server)
+        for endpoint in config.endpoints
+    }
 
 
 def app_from_environment() -> Gateway:

@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Sink
-from providers.base import Inbound, Provider
+from providers.base import Inbound, Provider, split_content_type
 
 log = logging.getLogger("gateway.access")
 security_log = logging.getLogger("gateway.security")
@@ -143,8 +143,7 @@ class CallbackRoute:
             if int(length) > server.max_body_bytes:
                 raise TooLarge(f"the body is larger than {server.max_body_bytes} bytes")
         if method == "POST":
-            media_type, _, parameters = headers.get("content-type", "").partition(";")
-            media_type = media_type.strip().lower()
+            media_type, parameters = split_content_type(headers.get("content-type", ""))
             if media_type not in provider.media_types:
                 raise UnsupportedMediaType(
                     f"{provider.name} callbacks are {' or '.join(sorted(provider.media_types))}, "

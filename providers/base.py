@@ -25,6 +25,16 @@ class Inbound:
     received_at: datetime  # injected "now", so replay windows are testable without freezing time
     query: str = ""  # raw query string, as received
 
+    @property
+    def media_type(self) -> str:
+        return split_content_type(self.headers.get("content-type", ""))[0]
+
+
+def split_content_type(value: str) -> tuple[str, str]:
+    """(media type, lower-cased, without parameters; the parameters as sent)."""
+    media_type, _, parameters = value.partition(";")
+    return media_type.strip().lower(), parameters
+
 
 @dataclass(frozen=True, slots=True)
 class SampleRequest:

@@ -26,7 +26,7 @@ from twilio.request_validator import (
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time
-from providers.forms import decode_pairs, decode_text
+from providers.decoding import decode_json_object, decode_pairs, decode_text
 
 STATUSES: dict[str, Status] = {
     "accepted": Status.ACCEPTED,
@@ -189,18 +189,12 @@ def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:
     if inbound.method == "GET":
         # The parameters are in the query string, which is already part of the signed URL.
         return {}, _pairs_to_fields(decode_pairs(inbound.query.encode("latin-1"), "query string"))
-    media_type = inbound.headers.get("content-type", "").partition(";")[0].strip().lower()
     body_sha256 = "bodySHA256=" in inbound.query
-    if media_type == JSON:
+    if inbound.media_type == JSON:
         if not body_sha256:
             raise InvalidSignature("a JSON body must be signed with ?bodySHA256= in the URL")
         text = decode_text(inbound.body)
-        try:
-            data = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise Malformed("the body is not valid JSON") from exc
-        if not isinstance(data, dict):
-            raise Malformed("the JSON body must be an object")
+        data = decode_json_object(text)
         # A str (never a parsed dict) makes RequestValidator check bodySHA256 against the raw body.
         return text, {k: v if isinstance(v, str) else orjson.dumps(v).decode() for k, v in data.items()}
     pairs = decode_pairs(inbound.body, "form body")

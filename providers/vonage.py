@@ -25,6 +25,7 @@ from pydantic import Field
 from gateway.errors import InvalidToken, Malformed, Unsigned
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, text_of
+from providers.decoding import decode_json_object
 
 STATUSES: dict[str, Status] = {
     "submitted": Status.SENT,
@@ -84,12 +85,7 @@ class Vonage:
             raise InvalidToken("the token has no payload_hash claim")
         if not hmac.compare_digest(payload_hash.lower(), hashlib.sha256(inbound.body).hexdigest()):
             raise InvalidToken("payload_hash does not match the SHA-256 of the body")
-        try:
-            payload = orjson.loads(inbound.body)
-        except orjson.JSONDecodeError as exc:
-            raise Malformed("the body is not valid JSON") from exc
-        if not isinstance(payload, dict):
-            raise Malformed("the JSON body must be an object")
+        payload = decode_json_object(inbound.body)
         api_key = claims.get("api_key")
         return {"payload": payload, "api_key": api_key if isinstance(api_key, str) else None}
 

@@ -22,7 +22,7 @@ import orjson
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time, text_of
-from providers.forms import decode_pairs
+from providers.decoding import decode_json_object, decode_pairs
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -74,9 +74,9 @@ class VonageSMS:
         if not isinstance(signature, str) or not signature:
             raise InvalidSignature("no sig parameter: turn on signed webhooks for this API key "
                                    "(Dashboard → API Settings) and set signature_method to match")
-        given = signature.lower().encode()
+        given, text = signature.lower().encode(), _signing_text(fields)
         # Every configured secret is tried: rotation keeps the old one valid for a while.
-        if not any(hmac.compare_digest(given, sign(fields, secret, self._method).encode()) for secret in self._secrets):
+        if not any(hmac.compare_digest(given, _digest(text, secret, self._method).encode()) for secret in self._secrets):
             raise InvalidSignature(f"sig does not match the fields with signature_method {self._method} "
                                    "(check the method and the signature secret)")
         return fields
@@ -131,27 +131,29 @@ def sign(fields: Mapping[str, Any], secret: str, method: SignatureMethod) -> str
     Keys sorted, "&key=value" each, `&` and `=` in a value replaced by `_`; then md5 of that text
     followed by the secret, or its HMAC keyed with the secret.
     """
-    text = "".join(f"&{key}={_signed_value(fields[key])}" for key in sorted(fields)).encode()
-    if method == "md5hash":
-        return hashlib.md5(text + secret.encode()).hexdigest()
-    return hmac.new(secret.encode(), text, method).hexdigest()
+    return _digest(_signing_text(fields), secret, method)
+
+
+def _signing_text(fields: Mapping[str, Any]) -> bytes:
+    return "".join(f"&{key}={_signed_value(fields[key])}" for key in sorted(fields)).encode()
 
 
 def _signed_value(value: Any) -> str:
     return value.replace("&", "_").replace("=", "_") if isinstance(value, str) else f"{value}"
 
 
+def _digest(text: bytes, secret: str, method: SignatureMethod) -> str:
+    if method == "md5hash":
+        return hashlib.md5(text + secret.encode()).hexdigest()
+    return hmac.new(secret.encode(), text, method).hexdigest()
+
+
 def _received(inbound: Inbound) -> dict[str, Any]:
     """Every field as received: the query of a GET, else the body. A POST's query is not signed and is ignored."""
     if inbound.method == "GET":
         pairs = decode_pairs(inbound.query.encode("latin-1"), "query string")
-    elif inbound.headers.get("content-type", "").partition(";")[0].strip().lower() == JSON:
-        try:
-            data = orjson.loads(inbound.body)
-        except orjson.JSONDecodeError as exc:
-            raise Malformed("the body is not valid JSON") from exc
-        if not isinstance(data, dict):
-            raise Malformed("the JSON body must be an object")
+    elif inbound.media_type == JSON:
+        data = decode_json_object(inbound.body)
         if any(isinstance(value, dict | list) for value in data.values()):
             raise Malformed("a delivery receipt's values are strings or numbers")
         return data

@@ -63,6 +63,14 @@ def vonage_request(payload: dict[str, Any] | bytes, *, secret: str = VONAGE_SECR
     return {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, body
 
 
+def vonage_sms_receipt(status: str = "delivered", **extra: str) -> dict[str, str]:
+    """A delivery receipt's fields as PROVIDERS.md §2.5 lists them, without `sig`."""
+    return {"msisdn": "447700900000", "to": "AcmeInc", "network-code": "23410", "messageId": "0A0000001234567B",
+            "price": "0.03330000", "status": status, "scts": "2611240929", "err-code": "0",
+            "api-key": "abcd1234", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598",
+            "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e", **extra}
+
+
 def vonage_sms_sig(fields: dict[str, str], secret: str = VONAGE_SMS_SECRET) -> str:
     """md5hash, written from Vonage's description (the v3 SDK's vectors in vectors.json agree)."""
     text = "".join(f"&{key}={fields[key].replace('&', '_').replace('=', '_')}" for key in sorted(fields))

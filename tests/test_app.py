@@ -23,6 +23,7 @@ from tests.signing import (
     twilio_request,
     vonage_payload,
     vonage_request,
+    vonage_sms_receipt,
     vonage_sms_sig,
 )
 
@@ -62,9 +63,7 @@ def test_vonage_callback_is_answered_with_an_empty_200(client: TestClient, tmp_p
 def test_vonage_sms_receipt_in_each_format_is_stored_and_answered_with_an_empty_200(
     client: TestClient, tmp_path: Path, how: str,
 ) -> None:
-    fields = {"msisdn": "447700900000", "to": "AcmeInc", "messageId": "0A0000001234567B", "status": "delivered",
-              "err-code": "0", "api-key": "abcd1234", "scts": "2611240929", "timestamp": "1795512598",
-              "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e"}
+    fields = vonage_sms_receipt()
     fields["sig"] = vonage_sms_sig(fields)
     if how == "GET":
         answer = client.get(VONAGE_SMS_PATH, params=fields)

@@ -41,6 +41,7 @@ from tests.signing import (
     vonage_claims,
     vonage_payload,
     vonage_request,
+    vonage_sms_receipt,
     vonage_sms_sig,
 )
 
@@ -96,8 +97,7 @@ def confused_token(body: bytes) -> str:
 
 
 BODY = orjson.dumps(vonage_payload())
-SMS_RECEIPT = {"messageId": "0A0000001234567B", "status": "delivered", "msisdn": "447700900000", "to": "AcmeInc",
-               "err-code": "0", "timestamp": "1795512598", "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e"}
+SMS_RECEIPT = vonage_sms_receipt()
 SMS_RECEIPT["sig"] = vonage_sms_sig(SMS_RECEIPT)
 NOW = int(time.time())
 

@@ -21,7 +21,7 @@ from twilio.request_validator import RequestValidator
 
 from gateway.errors import InvalidSignature, InvalidToken, Malformed
 from providers.base import Inbound
-from providers.forms import decode_pairs
+from providers.decoding import decode_pairs
 from providers.twilio import Twilio, TwilioSettings
 from providers.vonage import Vonage, VonageSettings
 

@@ -21,7 +21,7 @@ from gateway.model import Status
 from providers.base import Inbound
 from providers.vonage_sms import VonageSMS, VonageSMSSettings
 from tests.conftest import vectors
-from tests.signing import vonage_sms_sig
+from tests.signing import vonage_sms_receipt, vonage_sms_sig
 
 URL = "https://gw.example.com/webhooks/vonage-sms/main"
 SECRET = "vonage_sms_signature_secret_0123456789"
@@ -32,14 +32,6 @@ HMACS = ["md5", "sha1", "sha256", "sha512"]
 def adapter(method: str = "sha256", *secrets: str) -> VonageSMS:
     return VonageSMS("vonage-sms-main", VonageSMSSettings(signature_secret=list(secrets) or [SECRET],
                                                           signature_method=method))  # type: ignore[arg-type]
-
-
-def receipt(status: str = "delivered", **extra: str) -> dict[str, str]:
-    """A delivery receipt's fields as PROVIDERS.md §2.5 lists them, signature fields included."""
-    return {"msisdn": "447700900000", "to": "AcmeInc", "network-code": "23410", "messageId": "0A0000001234567B",
-            "price": "0.03330000", "status": status, "scts": "2611240929", "err-code": "0",
-            "api-key": "abcd1234", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598",
-            "nonce": "6c6ee1a8-8a3f-4b8e-9f86-0d7c8c1b2a3e", **extra}
 
 
 def sdk_signed(fields: dict[str, Any], method: str = "sha256", secret: str = SECRET) -> dict[str, Any]:
@@ -91,7 +83,7 @@ def test_an_empty_secret_is_refused_by_the_config_not_accepted_as_a_key() -> Non
 @pytest.mark.parametrize("method", HMACS)
 @pytest.mark.parametrize("transport", TRANSPORTS, ids=["get", "form", "json"])
 def test_sdk_signed_receipts_verify_and_a_changed_field_does_not(method: str, transport: Any) -> None:
-    signed = sdk_signed(receipt(), method)
+    signed = sdk_signed(vonage_sms_receipt(), method)
     assert adapter(method).verify(transport(signed))["status"] == "delivered"
     with pytest.raises(InvalidSignature, match="sig does not match"):
         adapter(method).verify(transport({**signed, "status": "failed"}))
@@ -102,12 +94,12 @@ def test_sdk_signed_receipts_verify_and_a_changed_field_does_not(method: str, tr
 
 
 def test_an_upper_case_sig_is_the_same_signature() -> None:
-    signed = sdk_signed(receipt())
+    signed = sdk_signed(vonage_sms_receipt())
     assert adapter().verify(as_json({**signed, "sig": signed["sig"].upper()}))
 
 
 def test_every_configured_secret_is_tried() -> None:
-    signed = sdk_signed(receipt(), secret="the-old-secret")
+    signed = sdk_signed(vonage_sms_receipt(), secret="the-old-secret")
     assert adapter("sha256", SECRET, "the-old-secret").verify(as_form(signed))
 
 
@@ -125,13 +117,13 @@ def test_verdicts_match_the_sdk_on_any_fields(fields: dict[str, str], method: st
 
 
 @pytest.mark.parametrize(("request_", "error", "match"), [
-    (as_json(receipt()), InvalidSignature, "no sig parameter"),
-    (as_json({**receipt(), "sig": ""}), InvalidSignature, "no sig parameter"),
+    (as_json(vonage_sms_receipt()), InvalidSignature, "no sig parameter"),
+    (as_json({**vonage_sms_receipt(), "sig": ""}), InvalidSignature, "no sig parameter"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/json"}, body=b"[1]", received_at=NOW),
      Malformed, "must be an object"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/json"}, body=b"{", received_at=NOW),
      Malformed, "not valid JSON"),
-    (as_json({**receipt(), "nested": {"a": "b"}}), Malformed, "strings or numbers"),
+    (as_json({**vonage_sms_receipt(), "nested": {"a": "b"}}), Malformed, "strings or numbers"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
              body=b"status=delivered&status=failed", received_at=NOW), Malformed, "a field is given twice"),
     (Inbound(method="POST", url=URL, headers={"content-type": "application/x-www-form-urlencoded"},
@@ -143,7 +135,7 @@ def test_refusals(request_: Inbound, error: type[Exception], match: str) -> None
 
 
 def test_a_post_query_string_is_neither_signed_nor_read() -> None:
-    signed = sdk_signed(receipt())
+    signed = sdk_signed(vonage_sms_receipt())
     request = as_json(signed)
     with_query = Inbound(method="POST", url=URL + "?status=failed", headers=request.headers, body=request.body,
                          received_at=NOW, query="status=failed")
@@ -159,7 +151,7 @@ SPEC_STATUSES = [("buffered", Status.SENDING), ("accepted", Status.SENT), ("deli
 @pytest.mark.parametrize(("word", "status"), SPEC_STATUSES)
 def test_statuses_follow_the_spec_table(word: str, status: Status) -> None:
     gateway = adapter()
-    request = as_json(sdk_signed(receipt(word)))
+    request = as_json(sdk_signed(vonage_sms_receipt(word)))
     event = gateway.parse(gateway.verify(request), request)
     assert event is not None
     assert (event.status, event.provider_status) == (status, word)
@@ -167,7 +159,7 @@ def test_statuses_follow_the_spec_table(word: str, status: Status) -> None:
 
 def test_a_receipt_becomes_the_normalized_event() -> None:
     gateway = adapter()
-    request = as_form(sdk_signed(receipt("failed", **{"err-code": "2", "client-ref": "order-17"})))
+    request = as_form(sdk_signed(vonage_sms_receipt("failed", **{"err-code": "2", "client-ref": "order-17"})))
     event = gateway.parse(gateway.verify(request), request)
     assert event is not None
     assert (event.provider, event.endpoint, event.message_id, event.channel) == (
@@ -181,7 +173,7 @@ def test_a_receipt_becomes_the_normalized_event() -> None:
 
 def test_err_code_zero_is_no_error_and_message_timestamp_stands_in_for_a_bad_scts() -> None:
     gateway = adapter()
-    request = as_json(sdk_signed(receipt(scts="not-a-time")))
+    request = as_json(sdk_signed(vonage_sms_receipt(scts="not-a-time")))
     event = gateway.parse(gateway.verify(request), request)
     assert event is not None
     assert (event.error_code, event.error_message) == (None, None)
@@ -190,7 +182,7 @@ def test_err_code_zero_is_no_error_and_message_timestamp_stands_in_for_a_bad_sct
 
 def test_the_same_receipt_resent_with_a_new_nonce_and_timestamp_has_the_same_id() -> None:
     gateway = adapter()
-    first, again = (as_json(sdk_signed(receipt(nonce=nonce, timestamp=ts))) for nonce, ts in
+    first, again = (as_json(sdk_signed(vonage_sms_receipt(nonce=nonce, timestamp=ts))) for nonce, ts in
                     (("n-1", "1795512598"), ("n-2", "1795512658")))
     ids = {gateway.parse(gateway.verify(r), r).id for r in (first, again)}  # type: ignore[union-attr]
     assert len(ids) == 1
@@ -206,7 +198,7 @@ def test_an_inbound_sms_on_the_receipt_url_is_not_a_status() -> None:
 
 def test_a_receipt_without_message_id_is_malformed() -> None:
     gateway = adapter()
-    fields = receipt()
+    fields = vonage_sms_receipt()
     del fields["messageId"]
     request = as_json(sdk_signed(fields))
     with pytest.raises(Malformed, match="messageId and status"):

@@ -1,8 +1,11 @@
-"""Form and query-string decoding shared by the adapters: strict, and cheap on the hot path."""
+"""Decoding shared by the adapters (form bodies, query strings, JSON objects): strict, cheap on the hot path."""
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import unquote
+
+import orjson
 
 from gateway.errors import Malformed
 
@@ -12,6 +15,16 @@ def decode_text(body: bytes) -> str:
         return body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise Malformed("the body is not valid UTF-8") from exc
+
+
+def decode_json_object(data: bytes | str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise Malformed("the body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise Malformed("the JSON body must be an object")
+    return value
 
 
 def decode_pairs(data: bytes, what: str) -> list[tuple[str, str]]:
