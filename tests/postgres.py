@@ -55,6 +55,11 @@ class PostgresCluster:
     def stop(self) -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "-t", "60", "stop")
 
+    def restart(self) -> None:
+        """`pg_ctl restart` in fast mode: every connection is cut, the server is back in about a second."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"),
+                  "-m", "fast", "-w", "-t", "60", "restart")
+
     def dsn(self, database: str = "postgres") -> str:
         return f"postgresql://gateway@127.0.0.1:{self.port}/{database}"
 

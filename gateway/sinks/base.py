@@ -9,17 +9,6 @@ from typing import Protocol
 from gateway.model import Status, StatusEvent
 
 
-def settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
-    """Resolve a write's future with its outcome, unless the request went away (its future was
-    cancelled); an event taken is stored all the same."""
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
-
-
 class Sink(Protocol):
     async def open(self) -> None:
         """Connect and create what is missing; raises SinkUnavailable if it cannot."""

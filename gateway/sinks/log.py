@@ -12,15 +12,14 @@ from typing import BinaryIO
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent
-from gateway.sinks.base import settle
+from gateway.sinks.batch import Batcher
 
 
 class LogSink:
     def __init__(self, path: str) -> None:
         self._path = path
         self._out: BinaryIO | None = None
-        self._lines: list[bytes] = []
-        self._waiters: list[asyncio.Future[bool]] = []
+        self._lines: Batcher[bytes] = Batcher(self._write_lines, what="the log sink", max_batch=1 << 16)
 
     async def open(self) -> None:
         try:
@@ -30,32 +29,21 @@ class LogSink:
 
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
         # The log is a record of every verified callback; a retry is printed again (it cannot tell).
-        loop = asyncio.get_running_loop()
-        if not self._lines:
-            loop.call_soon(self._flush)
-        self._lines.append(event.dumps())
-        waiter = loop.create_future()
-        self._waiters.append(waiter)
-        return waiter
+        return self._lines.submit(event.dumps())
 
-    def _flush(self) -> None:
-        lines, waiters = self._lines, self._waiters
-        self._lines, self._waiters = [], []
-        outcome: bool | SinkUnavailable = True
+    async def _write_lines(self, lines: list[bytes]) -> list[bool]:
         try:
             assert self._out is not None, "open() first"
             self._out.write(b"\n".join(lines) + b"\n")
             self._out.flush()
         except OSError as exc:
-            outcome = SinkUnavailable(f"cannot write the log sink: {exc.strerror}")
-        for waiter in waiters:
-            settle(waiter, outcome)
+            raise SinkUnavailable(f"cannot write the log sink: {exc.strerror}") from exc
+        return [True] * len(lines)
 
     async def ready(self) -> bool:
         return self._out is not None and not self._out.closed
 
     async def close(self) -> None:
-        if self._lines:
-            self._flush()
+        await self._lines.drain()
         if self._out is not None and self._out is not sys.stdout.buffer:
             self._out.close()

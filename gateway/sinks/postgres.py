@@ -12,7 +12,6 @@ committed goes into the next one; up to pool_size batches are in flight at once.
 from __future__ import annotations
 
 import asyncio
-import collections
 from datetime import datetime
 from typing import Any
 
@@ -20,10 +19,13 @@ import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import settle
+from gateway.sinks.batch import Batcher, reason
 from gateway.sinks.sql import SQLReads, first_occurrences
 
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
+# A whole batch, /readyz probe or read (acquire, statement, release), whatever the server or the link
+# does meanwhile: asyncpg's own timeouts each bound one step, and a dead link can stall a step between.
+DEADLINE = 3 * TIMEOUT
 MIGRATION_LOCK = 0x5354_4757  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 
 # Each entry brings the schema from its index to the next version (table status_gateway_schema).
@@ -82,10 +84,11 @@ WITH batch AS (
 SELECT id FROM new
 """
 
-# What a lost or refused connection raises, in asyncpg and below it.
-OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
-
-Pending = tuple[StatusEvent, "asyncio.Future[bool]"]
+# What a lost or refused connection raises, in asyncpg and below it. A connection killed while a
+# statement runs on it can also end in asyncpg's InternalClientError ("cannot switch to state 15;
+# another operation is in progress"), which escaped here once and left its batch unanswered.
+OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.InternalClientError, OSError,
+          asyncio.TimeoutError)
 
 
 class PostgresSink(SQLReads):
@@ -94,10 +97,10 @@ class PostgresSink(SQLReads):
     def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256) -> None:
         self._dsn = dsn
         self._pool_size = pool_size
-        self._max_batch = max_batch
         self._pool: asyncpg.Pool | None = None
-        self._pending: collections.deque[Pending] = collections.deque()
-        self._flushers: set[asyncio.Task[None]] = set()
+        # Up to pool_size batches in flight; what arrives meanwhile joins the next one.
+        self._batches: Batcher[StatusEvent] = Batcher(
+            self._store, what="the PostgreSQL store", max_batch=max_batch, concurrency=pool_size, deadline=DEADLINE)
 
     async def open(self) -> None:
         try:
@@ -118,33 +121,10 @@ class PostgresSink(SQLReads):
             if self._pool is not None:
                 await self._pool.close()
                 self._pool = None
-            raise SinkUnavailable(f"cannot open the PostgreSQL store: {_reason(exc)}") from exc
+            raise SinkUnavailable(f"cannot open the PostgreSQL store: {reason(exc)}") from exc
 
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((event, future))
-        # A new batch starts: another flusher, if the pool has room (a running flusher takes
-        # whatever joins the batch after it; one task per event would mostly find nothing to do).
-        if (len(self._pending) == 1 or not self._flushers) and len(self._flushers) < self._pool_size:
-            flusher = loop.create_task(self._flush())
-            self._flushers.add(flusher)
-            flusher.add_done_callback(self._flushers.discard)
-        return future
-
-    async def _flush(self) -> None:
-        """Commits batches of what is waiting until nothing is; one of up to pool_size such loops."""
-        while self._pending:
-            batch = [self._pending.popleft() for _ in range(min(self._max_batch, len(self._pending)))]
-            try:
-                results = await self._store([event for event, _ in batch])
-            except OUTAGE as exc:
-                failure = SinkUnavailable(f"the PostgreSQL store cannot take events: {_reason(exc)}")
-                for _, future in batch:
-                    settle(future, failure)
-                continue
-            for (_, future), new in zip(batch, results, strict=True):
-                settle(future, new)
+        return self._batches.submit(event)
 
     async def _store(self, events: list[StatusEvent]) -> list[bool]:
         assert self._pool is not None, "open() first"
@@ -155,8 +135,11 @@ class PostgresSink(SQLReads):
             [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
             [e.received_at for e in rows], [e.dumps().decode() for e in rows],
         )
-        async with self._pool.acquire(timeout=TIMEOUT) as conn:
-            inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
+        try:
+            async with self._pool.acquire(timeout=TIMEOUT) as conn:
+                inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
+        except OUTAGE as exc:
+            raise SinkUnavailable(f"the PostgreSQL store cannot take events: {reason(exc)}") from exc
         return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
 
     async def ready(self) -> bool:
@@ -164,7 +147,7 @@ class PostgresSink(SQLReads):
         if self._pool is None:
             return False
         try:
-            async with self._pool.acquire(timeout=TIMEOUT) as conn:
+            async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn:
                 await conn.execute(
                     "INSERT INTO heartbeat (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = excluded.at",
                     utc_iso(datetime.now().astimezone()), timeout=TIMEOUT)
@@ -174,8 +157,7 @@ class PostgresSink(SQLReads):
 
     async def close(self) -> None:
         """Commits what is waiting (each batch once more, if the server is there), then disconnects."""
-        while self._flushers:
-            await asyncio.gather(*self._flushers, return_exceptions=True)
+        await self._batches.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -188,13 +170,8 @@ class PostgresSink(SQLReads):
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         assert self._pool is not None, "open() first"
         try:
-            async with self._pool.acquire(timeout=TIMEOUT) as conn:
+            async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn:
                 records = await conn.fetch(sql, *params)
         except OUTAGE as exc:
-            raise SinkUnavailable(f"cannot read the PostgreSQL store: {_reason(exc)}") from exc
+            raise SinkUnavailable(f"cannot read the PostgreSQL store: {reason(exc)}") from exc
         return [(record[0], StatusEvent.loads(record[1])) for record in records]
-
-
-def _reason(exc: BaseException) -> str:
-    """One line that says what failed, never the DSN (it may carry a password)."""
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:200] if str(exc) else type(exc).__name__

@@ -8,7 +8,6 @@ Why the writer is a process of its own: sqlite_writer.py.
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
 import sqlite3
 import sys
@@ -17,7 +16,7 @@ from typing import Any
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import settle
+from gateway.sinks.batch import Batcher, Outcome
 from gateway.sinks.sql import SQLReads
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
@@ -39,9 +38,12 @@ class SQLiteSink(SQLReads):
         self._max_batch = max_batch
         self._writer: asyncio.subprocess.Process | None = None
         self._answers: asyncio.Task[None] | None = None
-        self._outgoing: list[bytes] = []
-        self._waiting: collections.deque[asyncio.Future[bool]] = collections.deque()
-        self._unanswered = 0  # events sent to the writer and not answered yet
+        # One batch at a time goes to the writer; while it commits, the next one gathers here: one
+        # pipe write per commit. The writer splits what it reads into transactions of max_batch.
+        self._batches: Batcher[bytes] = Batcher(self._commit, what="the SQLite store", max_batch=1 << 16)
+        self._batch: asyncio.Future[list[Outcome]] | None = None  # the answers to the batch sent
+        self._expected = 0
+        self._answered: list[Outcome] = []
         self._closing = False
 
     def connect(self) -> sqlite3.Connection:
@@ -72,41 +74,33 @@ class SQLiteSink(SQLReads):
         self._answers = asyncio.create_task(self._read_answers(self._writer))
 
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[bool] = loop.create_future()
-        if self._writer is None or self._writer.returncode is not None or self._closing:
-            future.set_exception(SinkUnavailable("the SQLite writer is not running; it is being restarted"))
-            return future
-        # While the writer commits a batch, the next one gathers here: one pipe write per commit.
-        if not self._unanswered and not self._outgoing:
-            loop.call_soon(self._send)
-        self._outgoing.append(event.dumps())
-        self._waiting.append(future)
-        return future
+        return self._batches.submit(event.dumps())
 
-    def _send(self) -> None:
-        if self._outgoing and self._writer is not None and self._writer.stdin is not None:
-            self._writer.stdin.write(b"\n".join(self._outgoing) + b"\n")
-            self._unanswered += len(self._outgoing)
-        self._outgoing = []
+    async def _commit(self, lines: list[bytes]) -> list[Outcome]:
+        writer = self._writer
+        if writer is None or writer.returncode is not None or writer.stdin is None:
+            raise SinkUnavailable("the SQLite writer is not running; it is being restarted")
+        self._batch = asyncio.get_running_loop().create_future()
+        self._expected, self._answered = len(lines), []
+        writer.stdin.write(b"\n".join(lines) + b"\n")
+        return await self._batch
 
     async def _read_answers(self, writer: asyncio.subprocess.Process) -> None:
-        """Settles the waiting futures in order, one answer line each; fails the rest if the writer ends."""
+        """Collects the writer's answers, one line per event in order, into the batch sent; fails
+        that batch if the writer ends (maybe stored, never acknowledged: the retry dedups)."""
         assert writer.stdout is not None
         pending = b""
         while data := await writer.stdout.read(1 << 16):
             *lines, pending = (pending + data).split(b"\n")
-            self._unanswered -= len(lines)
-            if not self._unanswered:
-                self._send()  # what gathered during that commit
-            for line in lines:
-                settle(self._waiting.popleft(), line == b"1" if line in (b"1", b"0") else
-                       SinkUnavailable(line.decode(errors="replace").removeprefix("E ")))
+            self._answered += [line == b"1" if line in (b"1", b"0") else
+                               SinkUnavailable(line.decode(errors="replace").removeprefix("E ")) for line in lines]
+            if self._batch is not None and len(self._answered) >= self._expected:
+                self._batch.set_result(self._answered[:self._expected])
+                self._batch = None
         await writer.wait()
-        self._outgoing, self._unanswered = [], 0
-        stopped = SinkUnavailable("the SQLite writer stopped")
-        while self._waiting:  # sent but unanswered: maybe stored, never acknowledged; the retry dedups
-            settle(self._waiting.popleft(), stopped)
+        if self._batch is not None:
+            self._batch.set_exception(SinkUnavailable("the SQLite writer stopped"))
+            self._batch = None
         if not self._closing:
             await asyncio.sleep(RESTART_DELAY)
             if not self._closing:
@@ -138,7 +132,7 @@ class SQLiteSink(SQLReads):
         writer, answers = self._writer, self._answers
         if writer is None or answers is None:
             return
-        self._send()
+        await self._batches.drain()
         if writer.stdin is not None:
             writer.stdin.close()
         await answers
