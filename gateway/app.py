@@ -14,6 +14,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from gateway.api import api_routes
+from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, refusal
 from gateway.metrics import metrics_endpoint
@@ -65,14 +66,15 @@ class Gateway:
         await send({"type": "lifespan.shutdown.complete"})
 
 
-def create_app(config: Config) -> Gateway:
+def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
+    """The gateway for this config; `clock` is its one source of "now" (tests run it far from the wall clock)."""
     sinks = [open_sink(sink) for sink in config.sinks]
     routes = [
         Route("/healthz", healthz),
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    callbacks = callback_routes(config, sinks)
+    callbacks = callback_routes(config, sinks, clock)
     store = next((s for s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
         routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
@@ -87,11 +89,11 @@ def create_app(config: Config) -> Gateway:
     return Gateway(callbacks, app, sinks)
 
 
-def callback_routes(config: Config, sinks: list[Sink]) -> dict[str, CallbackRoute]:
+def callback_routes(config: Config, sinks: list[Sink], clock: Clock = system_clock) -> dict[str, CallbackRoute]:
     """Each endpoint's path → its route, handing events to these sinks."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
-                                     sinks=sinks, server=config.server)
+                                     sinks=sinks, server=config.server, clock=clock)
         for endpoint in config.endpoints
     }
 

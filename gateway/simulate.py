@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from gateway.clock import system_clock
 from gateway.config import Config, Endpoint
 from gateway.errors import ConfigError
 from providers.base import SampleRequest
@@ -63,22 +64,23 @@ def build(target: Target, word: str, message_id: str, error_code: str | None = N
         error_code = FAILURE_CODES[provider]
     # A stable, plausible account id per endpoint, so every simulated callback of it agrees.
     digest = hashlib.sha256(target.endpoint.name.encode()).hexdigest()
+    now = system_clock()  # the gateway it is sent to reads the wall clock too
     request: SampleRequest
     if provider == "twilio":
         request = Twilio.sample_request(
             url=target.signed_url, auth_token=settings.auth_token[0],  # type: ignore[attr-defined]
-            message_id=message_id, status=word, account="AC" + digest[:32], error_code=error_code,
+            message_id=message_id, status=word, account="AC" + digest[:32], error_code=error_code, now=now,
         )
     elif provider == "vonage":
         request = Vonage.sample_request(
             url=target.signed_url, signature_secret=settings.signature_secret[0],  # type: ignore[attr-defined]
-            message_id=message_id, status=word, api_key=digest[:8], error_code=error_code,
+            message_id=message_id, status=word, api_key=digest[:8], error_code=error_code, now=now,
         )
     else:
         request = VonageSMS.sample_request(
             url=target.signed_url, signature_secret=settings.signature_secret[0],  # type: ignore[attr-defined]
             signature_method=settings.signature_method,  # type: ignore[attr-defined]
-            message_id=message_id, status=word, api_key=digest[:8], error_code=error_code,
+            message_id=message_id, status=word, api_key=digest[:8], error_code=error_code, now=now,
         )
     return SampleRequest(request.method, target.send_url, request.headers, request.body)
 

@@ -12,12 +12,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from datetime import datetime, timezone
 from typing import Any
 
 from prometheus_client import Counter
 
 from gateway import metrics
+from gateway.clock import Clock
 from gateway.config import ServerConfig
 from gateway.errors import (
     GatewayError,
@@ -50,11 +50,12 @@ class CallbackRoute:
     """One configured endpoint: the ASGI app that receives its provider's callbacks."""
 
     def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[Sink],
-                 server: ServerConfig) -> None:
+                 server: ServerConfig, clock: Clock) -> None:
         self.endpoint = endpoint
         self.path = path
         self.provider = provider
         self.server = server
+        self.clock = clock
         body, media_type = provider.ack
         self._ack_headers: Headers = [(b"content-type", media_type.encode()),
                                       (b"content-length", str(len(body)).encode())]
@@ -72,7 +73,7 @@ class CallbackRoute:
         try:
             inbound = await self.read_inbound(scope, receive)
             fields = self.provider.verify(inbound)
-            self._last_verified.set(time.time())
+            self._last_verified.set(inbound.received_at.timestamp())
             event = self.provider.parse(fields, inbound)
             if event is None:
                 outcome = "not_a_status"
@@ -160,7 +161,7 @@ class CallbackRoute:
             url=_signed_url(scope, headers, self.path, query, server),
             headers=headers,
             body=body,
-            received_at=datetime.now(timezone.utc),
+            received_at=self.clock(),
             query=query,
         )
 

@@ -142,7 +142,7 @@ class Twilio:
     @staticmethod
     def sample_request(
         *, url: str, auth_token: str, message_id: str, status: str, account: str,
-        error_code: str | None = None, to: str = "+15005550006", sender: str = "+15005550001",
+        now: datetime, error_code: str | None = None, to: str = "+15005550006", sender: str = "+15005550001",
     ) -> SampleRequest:
         """A status callback as Twilio sends it, signed with the SDK (used by `simulate`)."""
         params = {
@@ -153,7 +153,7 @@ class Twilio:
         if error_code:
             params["ErrorCode"] = error_code
         if status in ("delivered", "undelivered"):
-            params["RawDlrDoneDate"] = datetime.now(timezone.utc).strftime("%y%m%d%H%M")
+            params["RawDlrDoneDate"] = now.astimezone(timezone.utc).strftime("%y%m%d%H%M")
         signature = RequestValidator(auth_token).compute_signature(url, params)
         return SampleRequest(
             method="POST", url=url,

@@ -11,7 +11,6 @@ import hashlib
 import hmac
 import math
 import re
-import time
 import uuid
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
@@ -179,12 +178,12 @@ class Vonage:
     @staticmethod
     def sample_request(
         *, url: str, signature_secret: str, message_id: str, status: str, api_key: str,
-        error_code: str | None = None, to: str = "447700900000", sender: str = "447700900001",
+        now: datetime, error_code: str | None = None, to: str = "447700900000", sender: str = "447700900001",
     ) -> SampleRequest:
         """A status webhook as Vonage sends it, signed with PyJWT and Vonage's claims (used by `simulate`)."""
         payload: dict[str, Any] = {
             "message_uuid": message_id, "to": to, "from": sender,
-            "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "status": status, "channel": "sms",
         }
         if status == "submitted":
@@ -197,7 +196,7 @@ class Vonage:
             }
         body = orjson.dumps(payload)
         claims = {
-            "iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage",
+            "iat": int(now.timestamp()), "jti": str(uuid.uuid4()), "iss": "Vonage",
             "payload_hash": hashlib.sha256(body).hexdigest(), "api_key": api_key,
             "application_id": str(uuid.uuid5(uuid.NAMESPACE_URL, url)),
         }

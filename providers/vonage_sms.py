@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -111,15 +110,15 @@ class VonageSMS:
     @staticmethod
     def sample_request(
         *, url: str, signature_secret: str, signature_method: SignatureMethod, message_id: str, status: str,
-        api_key: str, error_code: str | None = None, to: str = "447700900000", sender: str = "AcmeInc",
+        api_key: str, now: datetime, error_code: str | None = None, to: str = "447700900000", sender: str = "AcmeInc",
     ) -> SampleRequest:
         """A signed delivery receipt as Vonage sends it in the "POST-JSON" format (used by `simulate`)."""
-        now = datetime.now(timezone.utc)
+        now = now.astimezone(timezone.utc)
         fields: dict[str, Any] = {
             "msisdn": to, "to": sender, "network-code": "23410", "messageId": message_id, "price": "0.03330000",
             "status": status, "scts": now.strftime("%y%m%d%H%M"), "err-code": error_code or "0",
             "api-key": api_key, "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
-            "timestamp": str(int(time.time())), "nonce": str(uuid.uuid4()),
+            "timestamp": str(int(now.timestamp())), "nonce": str(uuid.uuid4()),
         }
         fields["sig"] = sign(fields, signature_secret, signature_method)
         return SampleRequest(method="POST", url=url, headers={"Content-Type": JSON}, body=orjson.dumps(fields))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import queue
@@ -12,6 +13,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,25 @@ VONAGE_SECRET = "vonage_test_signature_secret_0123456789abcdef"
 VONAGE_SMS_SECRET = "vonage_sms_test_signature_secret_0123456789"
 PUBLIC_URL = "https://gw.example.com"
 API_TOKEN = "api-token-for-tests-0123456789"
+# The in-process apps' clock, and the time the tests sign with: years from the wall clock, so a test
+# that reads the wall clock anywhere fails, and so does nothing else when the suite runs late.
+NOW = datetime(2031, 5, 17, 9, 30, 0, tzinfo=timezone.utc)
+
+
+class TickingClock:
+    """NOW, then a microsecond later at each reading: far from the wall clock, and still moving forward
+    (events of one test get distinct received_at; 100,000 readings are a tenth of a second)."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+
+    def __call__(self) -> datetime:
+        return NOW + timedelta(microseconds=next(self._ticks))
+
+
+clock = TickingClock()
+
+
 VECTORS = json.loads((Path(__file__).parent / "data" / "vectors.json").read_text())
 
 
@@ -75,7 +96,7 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 
 @pytest.fixture
 def client(make_config: Callable[..., Config]) -> Iterator[TestClient]:
-    with TestClient(create_app(make_config()), base_url=PUBLIC_URL) as test_client:
+    with TestClient(create_app(make_config(), clock=clock), base_url=PUBLIC_URL) as test_client:
         yield test_client
 
 

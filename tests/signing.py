@@ -4,7 +4,6 @@ and the SMS API's md5hash `sig` (which Vonage's current SDK cannot make: PROVIDE
 from __future__ import annotations
 
 import hashlib
-import time
 import uuid
 from typing import Any
 from urllib.parse import urlencode
@@ -13,7 +12,7 @@ import jwt
 import orjson
 from twilio.request_validator import RequestValidator
 
-from tests.conftest import PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, VONAGE_SMS_SECRET
+from tests.conftest import NOW, PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, VONAGE_SMS_SECRET
 
 TWILIO_PATH = "/webhooks/twilio/main"
 VONAGE_PATH = "/webhooks/vonage/main"
@@ -49,7 +48,8 @@ def vonage_payload(status: str = "delivered", uuid_: str = "aaaaaaaa-bbbb-cccc-d
 
 
 def vonage_claims(body: bytes, **overrides: Any) -> dict[str, Any]:
-    claims = {"iat": int(time.time()), "jti": str(uuid.uuid4()), "iss": "Vonage",
+    """Vonage's claims for this body, issued at the test clock's NOW (pass iat= for a real process)."""
+    claims = {"iat": int(NOW.timestamp()), "jti": str(uuid.uuid4()), "iss": "Vonage",
               "payload_hash": hashlib.sha256(body).hexdigest(), "api_key": "a1b2c3d",
               "application_id": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab"}
     claims.update(overrides)

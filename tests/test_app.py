@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config
-from tests.conftest import API_TOKEN, PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, config_document
+from tests.conftest import API_TOKEN, NOW, PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, clock, config_document
 from tests.signing import (
     TWILIO_PATH,
     VONAGE_PATH,
@@ -57,6 +58,19 @@ def test_vonage_callback_is_answered_with_an_empty_200(client: TestClient, tmp_p
     answer = client.post(VONAGE_PATH, headers=headers, content=body)
     assert (answer.status_code, answer.content) == (200, b"")
     assert stored(tmp_path) == [("aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "sent")]
+
+
+def test_the_app_reads_its_injected_clock_not_the_wall_clock(client: TestClient, tmp_path: Path) -> None:
+    """The test clock is years from the wall clock: a token issued now (wall time) is refused, one issued
+    at the app's own now is taken, and the event's received_at is the app's now."""
+    headers, body = vonage_request(vonage_payload("submitted"), iat=int(time.time()))
+    refused = client.post(VONAGE_PATH, headers=headers, content=body)
+    assert (refused.status_code, refused.json()["error"]) == (401, "invalid_token")
+    assert "max_token_age" in refused.json()["detail"]
+    headers, body = vonage_request(vonage_payload("submitted"), iat=int(NOW.timestamp()) - 299)
+    assert client.post(VONAGE_PATH, headers=headers, content=body).status_code == 200
+    (line,) = logged(tmp_path)
+    assert line["received_at"].startswith("2031-05-17T09:30:00.")
 
 
 @pytest.mark.parametrize("how", ["GET", "form", "json"])
@@ -177,7 +191,7 @@ def test_signature_failure_logs_the_checked_url_and_no_secret(
 # --- the signed URL behind proxies (SPEC §5) -------------------------------------------------------
 
 def test_public_url_holds_behind_a_tls_proxy(make_config: Callable[..., Config]) -> None:
-    with TestClient(create_app(make_config()), base_url="http://10.0.0.7:8000") as internal:
+    with TestClient(create_app(make_config(), clock=clock), base_url="http://10.0.0.7:8000") as internal:
         headers, body = twilio_request(twilio_fields())  # Twilio signed https://gw.example.com/…
         assert internal.post(TWILIO_PATH, headers=headers, content=body).status_code == 200
 
@@ -187,7 +201,7 @@ def test_forwarded_headers_count_only_from_trusted_proxies(
     tmp_path: Path, make_config: Callable[..., Config], trusted: list[str], expected: int,
 ) -> None:
     document = config_document(tmp_path, public_url="", trusted_proxies=trusted)
-    with TestClient(create_app(make_config(document)), base_url="http://10.0.0.7:8000") as internal:
+    with TestClient(create_app(make_config(document), clock=clock), base_url="http://10.0.0.7:8000") as internal:
         headers, body = twilio_request(twilio_fields())
         headers |= {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "gw.example.com"}
         assert internal.post(TWILIO_PATH, headers=headers, content=body).status_code == expected
@@ -198,7 +212,7 @@ def test_forwarded_headers_count_only_from_trusted_proxies(
 def test_locked_store_answers_503_then_recovers(tmp_path: Path, make_config: Callable[..., Config]) -> None:
     document = config_document(tmp_path)
     document["sinks"][1]["busy_timeout_ms"] = 50
-    with TestClient(create_app(make_config(document)), base_url=PUBLIC_URL) as client:
+    with TestClient(create_app(make_config(document), clock=clock), base_url=PUBLIC_URL) as client:
         blocker = sqlite3.connect(tmp_path / "gateway.db", isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         headers, body = twilio_request(twilio_fields())
@@ -265,5 +279,5 @@ def test_api_refusals(client: TestClient, url: str, headers: dict[str, str], sta
 
 
 def test_api_is_off_without_a_token(tmp_path: Path, make_config: Callable[..., Config]) -> None:
-    with TestClient(create_app(make_config(config_document(tmp_path, api_token=""))), base_url=PUBLIC_URL) as c:
+    with TestClient(create_app(make_config(config_document(tmp_path, api_token="")), clock=clock), base_url=PUBLIC_URL) as c:
         assert c.get("/v1/events", headers=AUTH).status_code == 404

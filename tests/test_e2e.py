@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import json
 import signal
 import sqlite3
@@ -35,7 +36,7 @@ def test_callbacks_are_verified_stored_and_logged(gateway_process: GatewayProces
         for status in ("sent", "delivered", "sent"):  # a late `sent` after `delivered`, and a retry
             headers, body = twilio_request(twilio_fields(status))
             assert client.post(TWILIO_PATH, headers=headers, content=body).status_code == 200
-        headers, body = vonage_request(vonage_payload("read"))
+        headers, body = vonage_request(vonage_payload("read"), iat=int(time.time()))
         assert client.post(VONAGE_PATH, headers=headers, content=body).status_code == 200
         forged_headers, forged = twilio_request(twilio_fields("failed"), token="forger")
         assert client.post(TWILIO_PATH, headers=forged_headers, content=forged).status_code == 403

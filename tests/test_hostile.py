@@ -31,7 +31,8 @@ from twilio.request_validator import RequestValidator
 from gateway.app import create_app
 from gateway.config import Config
 from gateway.logs import configure_logging
-from tests.conftest import PUBLIC_URL, TWILIO_TOKEN, VONAGE_SECRET, VONAGE_SMS_SECRET
+from tests.conftest import NOW as TEST_NOW
+from tests.conftest import PUBLIC_URL, clock, TWILIO_TOKEN, VONAGE_SECRET, VONAGE_SMS_SECRET
 from tests.signing import (
     TWILIO_PATH,
     VONAGE_PATH,
@@ -99,7 +100,7 @@ def confused_token(body: bytes) -> str:
 BODY = orjson.dumps(vonage_payload())
 SMS_RECEIPT = vonage_sms_receipt()
 SMS_RECEIPT["sig"] = vonage_sms_sig(SMS_RECEIPT)
-NOW = int(time.time())
+NOW = int(TEST_NOW.timestamp())
 
 
 def pairs_with(**changes: str | None) -> list[tuple[str, str]]:
@@ -246,7 +247,7 @@ class ASGIApp:
     """The app driven directly through its ASGI interface: thousands of requests a second."""
 
     def __init__(self, config: Config) -> None:
-        self.app = create_app(config)
+        self.app = create_app(config, clock=clock)
 
     def __enter__(self) -> ASGIApp:
         self._stack = TestClient(self.app, base_url=PUBLIC_URL).__enter__()  # runs the lifespan (opens sinks)
@@ -352,7 +353,7 @@ def test_no_secret_token_or_signature_reaches_a_log_line_or_a_refusal(
         twilio_good, twilio_forged = twilio(), twilio(token="forger-auth-token-0123456789")
         sms_forged = {**SMS_RECEIPT, "sig": vonage_sms_sig(SMS_RECEIPT, "forger-sms-secret-0123456789")}
         sms_good, sms_bad = ({"method": "POST", "url": VONAGE_SMS_PATH, "json": r} for r in (SMS_RECEIPT, sms_forged))
-        with TestClient(create_app(make_config(log_level="debug", log_format=fmt)), base_url=PUBLIC_URL) as client:
+        with TestClient(create_app(make_config(log_level="debug", log_format=fmt), clock=clock), base_url=PUBLIC_URL) as client:
             answers = [client.request(**r) for r in (good, forged, twilio_good, twilio_forged, sms_good, sms_bad)]
         assert [a.status_code for a in answers] == [200, 401, 200, 403, 200, 403]
         logging.getLogger("gateway").handlers[0].flush()

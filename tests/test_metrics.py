@@ -53,7 +53,7 @@ def test_counters_move_by_exactly_what_was_sent(tmp_path: Path, workers: int) ->
             forged_headers, forged = twilio_request(twilio_fields(), token="forger")
             for _ in range(4):
                 assert client.post(TWILIO_PATH, headers=forged_headers, content=forged).status_code == 403
-            headers, body = vonage_request(vonage_payload("brand_new_status"))
+            headers, body = vonage_request(vonage_payload("brand_new_status"), iat=int(time.time()))
             assert client.post(VONAGE_PATH, headers=headers, content=body).status_code == 200
             bad = {"Authorization": "Bearer x.y.z", "Content-Type": "application/json"}
             for _ in range(2):
@@ -87,7 +87,7 @@ def test_json_access_log_has_one_line_per_request_and_no_secrets(tmp_path: Path)
             client.post(TWILIO_PATH, headers=headers, content=body)
             bad_headers, _ = twilio_request(twilio_fields("sent"), token="x")
             client.post(TWILIO_PATH, headers=bad_headers, content=body)
-            vonage_headers, vonage_body = vonage_request(vonage_payload("submitted"))
+            vonage_headers, vonage_body = vonage_request(vonage_payload("submitted"), iat=int(time.time()))
             client.post(VONAGE_PATH, headers=vonage_headers, content=vonage_body)
     finally:
         gateway.stop()

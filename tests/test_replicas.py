@@ -73,8 +73,8 @@ def test_two_replicas_store_each_callback_once_and_keep_every_status_right(
                  (first.url, TWILIO_PATH, *sent), (first.url, TWILIO_PATH, *delivered)]
     for index, uuid_ in enumerate(vonage_messages):
         first, second = (a, b) if index % 2 else (b, a)
-        submitted = vonage_request(vonage_payload("submitted", uuid_=uuid_))
-        delivered = vonage_request(vonage_payload("delivered", uuid_=uuid_))
+        submitted = vonage_request(vonage_payload("submitted", uuid_=uuid_), iat=int(time.time()))
+        delivered = vonage_request(vonage_payload("delivered", uuid_=uuid_), iat=int(time.time()))
         jobs += [(first.url, VONAGE_PATH, *submitted), (second.url, VONAGE_PATH, *delivered),
                  (first.url, VONAGE_PATH, *submitted), (first.url, VONAGE_PATH, *delivered)]
 

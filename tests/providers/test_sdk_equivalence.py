@@ -24,10 +24,11 @@ from providers.base import Inbound
 from providers.decoding import decode_pairs
 from providers.twilio import Twilio, TwilioSettings
 from providers.vonage import Vonage, VonageSettings
+from tests.conftest import NOW as TEST_NOW
 
 TOKEN = "equivalence_auth_token_0123456789abcdef"
 SECRET = "equivalence_signature_secret_0123456789abcdef"
-NOW = datetime.now(timezone.utc)
+NOW = TEST_NOW
 FAST = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])  # examples: the profile's
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)

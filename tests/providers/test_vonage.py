@@ -16,11 +16,12 @@ from gateway.errors import InvalidToken, Malformed, Unsigned
 from gateway.model import Status
 from providers.base import Inbound
 from providers.vonage import STATUSES, Vonage, VonageSettings
+from tests.conftest import NOW as TEST_NOW
 from tests.conftest import VONAGE_SECRET, vectors
 from tests.signing import vonage_claims, vonage_payload, vonage_request
 
 URL = "https://gw.example.com/webhooks/vonage/main"
-NOW = datetime.now(timezone.utc)
+NOW = TEST_NOW
 
 
 def adapter(*secrets: str, **options: Any) -> Vonage:

@@ -210,7 +210,7 @@ def test_sample_requests_verify(method: str) -> None:
     gateway = adapter(method)
     sample = VonageSMS.sample_request(
         url=URL, signature_secret=SECRET, signature_method=method,  # type: ignore[arg-type]
-        message_id="0A00000012345678", status="accepted", api_key="abcd1234")
+        message_id="0A00000012345678", status="accepted", api_key="abcd1234", now=NOW)
     request = Inbound(method=sample.method, url=sample.url, headers={k.lower(): v for k, v in sample.headers.items()},
                       body=sample.body, received_at=NOW)
     event = gateway.parse(gateway.verify(request), request)
