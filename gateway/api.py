@@ -1,37 +1,53 @@
-"""/v1: read the unified state (a message's status and timeline, recent events) behind a bearer token."""
+"""/v1: read the unified state (a message's status and timeline, recent events) behind a bearer token.
+
+The token is checked once, by BearerAuth around the whole mount; the handlers never see a request
+that did not pass it (the dashboard will sit behind the same check).
+"""
 
 from __future__ import annotations
 
 import hmac
 from datetime import datetime, timezone
 from functools import partial
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.middleware import Middleware
+from starlette.routing import Mount, Route
 
 from gateway.errors import Malformed, NotFound, Unauthorized
 from gateway.model import Status
 from gateway.sinks import Store
+from gateway.webhook import Receive, Scope, Send
 
 MAX_LIMIT = 1000
 
 
-def api_routes(store: Store, token: str) -> list[Route]:
-    return [
-        Route("/v1/messages/{provider}/{message_id:path}", partial(get_message, store=store, token=token)),
-        Route("/v1/events", partial(list_events, store=store, token=token)),
-    ]
+def api_mount(store: Store, token: str) -> Mount:
+    return Mount("/v1", routes=[
+        Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
+        Route("/events", partial(list_events, store=store)),
+    ], middleware=[Middleware(BearerAuth, token=token)])
 
 
-def _authorize(request: Request, token: str) -> None:
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized("send Authorization: Bearer <server.api_token>")
+class BearerAuth:
+    """ASGI middleware: every request behind it carries `Authorization: Bearer <token>`, or gets 401."""
+
+    def __init__(self, app: Any, *, token: str) -> None:
+        self.app = app
+        self.token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
+            scheme, _, given = header.partition(b" ")
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+                raise Unauthorized("send Authorization: Bearer <server.api_token>")
+        await self.app(scope, receive, send)
 
 
-async def get_message(request: Request, *, store: Store, token: str) -> JSONResponse:
-    _authorize(request, token)
+async def get_message(request: Request, *, store: Store) -> JSONResponse:
     provider, message_id = request.path_params["provider"], request.path_params["message_id"]
     current = await store.current(provider, message_id)
     if current is None:
@@ -48,8 +64,7 @@ async def get_message(request: Request, *, store: Store, token: str) -> JSONResp
     })
 
 
-async def list_events(request: Request, *, store: Store, token: str) -> JSONResponse:
-    _authorize(request, token)
+async def list_events(request: Request, *, store: Store) -> JSONResponse:
     query = request.query_params
     status = query.get("status") or None
     if status is not None and status not in Status.__members__.values():

@@ -6,23 +6,24 @@ import logging
 import os
 from contextlib import AsyncExitStack
 from functools import partial
+from typing import cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from gateway.api import api_routes
+from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
-from gateway.errors import GatewayError, refusal
+from gateway.errors import GatewayError, from_http, refusal
 from gateway.metrics import metrics_endpoint
-from gateway.sinks import Sink, Store, is_store, open_sink
+from gateway.sinks import Sink, Store, is_store, open_sink, sink_label
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
-HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
+NamedSinks = list[tuple[str, Sink]]  # ("sinks.1:sqlite", the sink), in config order
 
 
 class Gateway:
@@ -33,7 +34,7 @@ class Gateway:
     cannot open fails the start-up with its one-line reason (uvicorn then exits with status 3).
     """
 
-    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: list[Sink]) -> None:
+    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
@@ -54,7 +55,7 @@ class Gateway:
         await receive()  # lifespan.startup
         async with AsyncExitStack() as opened:
             try:
-                for sink in self.sinks:
+                for _, sink in self.sinks:
                     await sink.open()
                     opened.push_async_callback(sink.close)
             except GatewayError as exc:
@@ -68,28 +69,25 @@ class Gateway:
 
 def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     """The gateway for this config; `clock` is its one source of "now" (tests run it far from the wall clock)."""
-    sinks = [open_sink(sink) for sink in config.sinks]
-    routes = [
+    sinks = [(sink_label(index, sink.type), open_sink(sink)) for index, sink in enumerate(config.sinks)]
+    routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
     callbacks = callback_routes(config, sinks, clock)
-    store = next((s for s in sinks if is_store(s)), None)
+    store = next((s for _, s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
-        routes += api_routes(store, config.server.api_token)  # type: ignore[arg-type]
+        routes.append(api_mount(cast(Store, store), config.server.api_token))
 
-    app = Starlette(
-        routes=routes,
-        exception_handlers={GatewayError: refuse, HTTPException: refuse_http},  # type: ignore[dict-item]
-    )
+    app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
     return Gateway(callbacks, app, sinks)
 
 
-def callback_routes(config: Config, sinks: list[Sink], clock: Clock = system_clock) -> dict[str, CallbackRoute]:
+def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock) -> dict[str, CallbackRoute]:
     """Each endpoint's path → its route, handing events to these sinks."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
@@ -107,24 +105,23 @@ def app_from_environment() -> Gateway:
     return create_app(config)
 
 
-async def refuse(request: Request, exc: GatewayError) -> Response:
+async def refuse(request: Request, exc: Exception) -> Response:
+    """Every error answer outside the callback path: Starlette's own 404 and 405 become ours first."""
+    if isinstance(exc, HTTPException):
+        exc = from_http(exc.status_code, exc.detail, (exc.headers or {}).get("Allow", ""))
+    assert isinstance(exc, GatewayError)
     status, headers, body = refusal(exc)
     response = Response(body, status_code=status)
     response.raw_headers = headers
     return response
 
 
-async def refuse_http(request: Request, exc: HTTPException) -> Response:
-    code = HTTP_CODES.get(exc.status_code, "http_error")
-    return JSONResponse({"error": code, "detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
-
-
 async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request, *, sinks: list[Sink]) -> Response:
-    states = {type(sink).__name__: await sink.ready() for sink in sinks}
+async def readyz(request: Request, *, sinks: NamedSinks) -> Response:
+    states = {label: await sink.ready() for label, sink in sinks}
     ready = all(states.values())
     return JSONResponse({"ready": ready, "sinks": states}, status_code=200 if ready else 503)
 

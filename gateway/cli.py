@@ -19,11 +19,12 @@ from gateway import devmode
 from gateway.config import Config, load_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.model import Status, StatusEvent
-from providers import PROVIDERS
+from gateway.simulate import SCENARIOS
+from gateway.sinks.settings import STORE_TYPES
+from providers import EVENT_PROVIDERS, PROVIDERS
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="Path of config.yaml (default ./config.yaml, then $GATEWAY_CONFIG).")
-TWILIO_RETRY_FRAGMENT = "#rc=5&rp=all"
 
 
 @click.group()
@@ -120,46 +121,45 @@ def check(config_path: str | None) -> None:
     for sink in config.sinks:
         where = getattr(sink, "path", None) or "(dsn from the environment)"
         click.echo(f"sink {sink.type}: {where}")
-    click.echo(f"/v1 API: {'on' if config.server.api_token else 'off (server.api_token is empty)'}")
+    click.echo(f"/v1 API: {api_state(config)}")
 
 
-WHERE = {
-    "twilio": (
-        "Paste it as the status callback of a Messaging Service (Integration → Delivery Status Callback),\n"
-        "    or pass it as StatusCallback when creating a message, or as <Message action=\"…\"> in TwiML."
-    ),
-    "vonage": (
-        "Paste it as the Status URL (POST) of your Vonage application's Messages capability.\n"
-        "    Signed webhooks are on by default; signature_secret is the account's signature secret\n"
-        "    (Dashboard → API Settings)."
-    ),
-    "vonage-sms": (
-        "Paste it as the Delivery receipts webhook URL (Dashboard → API Settings → SMS settings; POST-JSON,\n"
-        "    POST or GET all work). Ask Vonage to sign this API key's webhooks and set signature_method\n"
-        "    to the method it signs with (md5hash is the Dashboard's default)."
-    ),
-}
+def api_state(config: Config) -> str:
+    """What /v1 will do with this config: it needs a token and a store to read."""
+    has_store = any(sink.type in STORE_TYPES for sink in config.sinks)
+    if not config.server.api_token:
+        return "off (404: server.api_token is empty)"
+    if not has_store:
+        return "off (404: no sqlite or postgres sink to read from)"
+    return "on (bearer token server.api_token)"
 
 
 @main.command()
 @CONFIG_OPTION
 def urls(config_path: str | None) -> None:
-    """Print each endpoint's public URL and where to set it at its provider."""
-    config = _load(config_path)
+    """Print each endpoint's public URL and where to set it at its provider.
+
+    A URL needs no secret, so unset secrets are named as a warning, not an error: the URLs come first.
+    """
+    path = resolve_path(config_path)
+    try:
+        missing = devmode.unset(required_variables(read_document(path)))
+    except ConfigError as exc:
+        _fail(str(exc))
+    if missing:
+        click.echo(f"warning: {', '.join(sorted(missing))} not set: the gateway will not start until "
+                   "they are (the URLs do not depend on them).\n", err=True)
+    env = {**os.environ, **{name: "unset" for name in missing}}
+    try:
+        config = load_config(path, env)
+    except ConfigError as exc:
+        _fail(str(exc))
     base = config.server.public_url or f"http://{config.server.host}:{config.server.port}"
     if not config.server.public_url:
         click.echo("server.public_url is not set: these URLs use the bind address; set the public one.\n")
     for endpoint in config.endpoints:
         url = base + endpoint.path
-        click.echo(f"{endpoint.name} ({endpoint.provider})\n  {url}\n    {WHERE[endpoint.provider]}")
-        if endpoint.provider == "twilio":
-            click.echo(
-                f"  With retries: {url}{TWILIO_RETRY_FRAGMENT}\n"
-                "    Twilio by default retries only a failed connection, once; a 503 from the gateway\n"
-                "    (store unavailable) would lose the status. This connection-override fragment makes\n"
-                "    Twilio retry up to 5 times on any failure. Twilio does not send or sign the fragment."
-            )
-        click.echo()
+        click.echo(f"{endpoint.name} ({endpoint.provider})\n  {url}\n{PROVIDERS[endpoint.provider].setup(url)}\n")
 
 
 @main.command()
@@ -169,8 +169,8 @@ def urls(config_path: str | None) -> None:
 @click.option("--endpoint", "endpoint_name", help="Endpoint name (default: the provider's first).")
 @click.option("--message-id", help="Message id (default: a new random one).")
 @click.option("--url", help="Where to send (default: the config's host and port).")
-@click.option("--error-code", help="Provider error code (default for failures: 30003 / 1250 / 2).")
-@click.option("--scenario", type=click.Choice(["lifecycle", "out-of-order", "duplicate", "failure"]),
+@click.option("--error-code", help="Provider error code (default for failures: the vendor's most common one).")
+@click.option("--scenario", type=click.Choice(SCENARIOS),
               help="Send a whole realistic sequence for one message.")
 def simulate(config_path: str | None, provider: str, status: str | None, endpoint_name: str | None,
              message_id: str | None, url: str | None, error_code: str | None, scenario: str | None) -> None:
@@ -184,13 +184,14 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
     config = _load(config_path, dev_secrets=True)
     try:
         target = sim.target(config, provider, endpoint_name, url)
+        steps = list(sim.plan(provider, scenario, status))
     except ConfigError as exc:
         _fail(str(exc))
     message_id = message_id or sim.new_message_id(provider)
     click.echo(f"{provider} message {message_id} → {target.send_url} (signed for {target.signed_url})")
     failures = 0
     with httpx.Client(timeout=10) as client:
-        for word, times in sim.plan(provider, scenario, status):
+        for word, times in steps:
             request = sim.build(target, word, message_id, error_code)
             for _ in range(times):
                 try:
@@ -228,7 +229,7 @@ def _event_line(event: StatusEvent) -> str:
 @main.command()
 @CONFIG_OPTION
 @click.argument("message_id")
-@click.option("--provider", type=click.Choice(["twilio", "vonage"]), help="Provider (default: whichever has it).")
+@click.option("--provider", type=click.Choice(EVENT_PROVIDERS), help="Provider (default: whichever has it).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON, as /v1/messages answers.")
 def status(config_path: str | None, message_id: str, provider: str | None, as_json: bool) -> None:
     """Print a message's current status and its timeline."""
@@ -236,7 +237,7 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
 
     async def read() -> tuple[str, StatusEvent, list[StatusEvent]] | None:
         async with _store(config) as store:
-            for name in [provider] if provider else ["twilio", "vonage"]:
+            for name in [provider] if provider else EVENT_PROVIDERS:
                 current = await store.current(name, message_id)
                 if current is not None:
                     return name, current, await store.timeline(name, message_id)
@@ -270,7 +271,7 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
 @CONFIG_OPTION
 @click.option("-n", "count", type=click.IntRange(1, 10000), default=20, show_default=True)
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are stored.")
-@click.option("--provider", type=click.Choice(["twilio", "vonage"]))
+@click.option("--provider", type=click.Choice(EVENT_PROVIDERS))
 @click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]))
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 def tail(config_path: str | None, count: int, follow: bool, provider: str | None,

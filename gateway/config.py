@@ -10,12 +10,13 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigError
+from gateway.sinks.settings import SINK_TYPES, SinkConfig, SinkSettings, SQLiteSinkConfig
 from providers import PROVIDERS
 from providers.base import Provider
 
@@ -51,29 +52,6 @@ class ServerConfig(Strict):
         return value.rstrip("/") if value else value
 
 
-class LogSinkConfig(Strict):
-    type: Literal["log"]
-    path: str = "-"
-
-
-class SQLiteSinkConfig(Strict):
-    type: Literal["sqlite"]
-    path: str = "gateway.db"
-    synchronous: Literal["full", "normal"] = "full"  # full: a commit survives power loss too
-    busy_timeout_ms: int = Field(default=5000, ge=0)
-    max_batch: int = Field(default=256, ge=1)
-
-
-class PostgresSinkConfig(Strict):
-    type: Literal["postgres"]
-    dsn: str
-    pool_size: int = Field(default=10, ge=1)
-    max_batch: int = Field(default=256, ge=1)
-
-
-SinkConfig = Annotated[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, Field(discriminator="type")]
-
-
 class Document(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     endpoints: list[dict[str, Any]]
@@ -97,7 +75,7 @@ class Endpoint:
 class Config:
     server: ServerConfig
     endpoints: tuple[Endpoint, ...]
-    sinks: tuple[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, ...]
+    sinks: tuple[SinkSettings, ...]
     path: Path | None = None
 
     def endpoint(self, name: str) -> Endpoint:
@@ -168,24 +146,18 @@ def expand(tree: Any, env: Mapping[str, str], where: str, key: str = "") -> Any:
 def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Config:
     source = resolve_path(path)
     config = parse_config(read_document(source), os.environ if env is None else env)
-    sinks = tuple(
-        sink.model_copy(update={"path": str((source.parent / sink.path).resolve())})
-        if isinstance(sink, SQLiteSinkConfig) or (isinstance(sink, LogSinkConfig) and sink.path != "-")
-        else sink
-        for sink in config.sinks
-    )
+    sinks = tuple(sink.resolved(source.parent) for sink in config.sinks)
     _one_sink_per_target(sinks)
     return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source)
 
 
-def _one_sink_per_target(sinks: tuple[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, ...]) -> None:
+def _one_sink_per_target(sinks: tuple[SinkSettings, ...]) -> None:
     """Two sinks on one file or database: a second store would call every new event a duplicate, a
     log sink would write its lines into the SQLite file. Paths are compared once resolved."""
     seen: dict[str, int] = {}
     for index, sink in enumerate(sinks):
-        where = sink.dsn if isinstance(sink, PostgresSinkConfig) else sink.path
+        where, what = sink.target()
         if where in seen:
-            what = "database" if isinstance(sink, PostgresSinkConfig) else "standard output" if where == "-" else "file"
             raise ConfigError(f"sinks.{index}: writes to the same {what} as sinks.{seen[where]}")
         seen[where] = index
 
@@ -253,7 +225,7 @@ def _describe(exc: ValidationError, names: list[Any]) -> str:
     loc = [str(p) for p in first["loc"]]
     message = "is missing" if first["type"] == "missing" else first["msg"].lower()
     if first["type"] == "union_tag_invalid":
-        message = "type must be one of log, sqlite, postgres"
+        message = f"type must be one of {', '.join(SINK_TYPES)}"
     elif first["type"] == "too_short" and loc == ["sinks"]:
         message = "at least one sink is required (leave the key out for the SQLite default)"
     return f"{'.'.join(loc) or 'config'}: {message}"

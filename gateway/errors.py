@@ -10,7 +10,8 @@
     │   ├── UnsupportedMediaType      unsupported_media_type  415
     │   ├── Unauthorized              unauthorized            401   (/v1 bearer token)
     │   ├── NotFound                  not_found               404
-    │   └── MethodNotAllowed          method_not_allowed      405   + Allow
+    │   ├── MethodNotAllowed          method_not_allowed      405   + Allow
+    │   └── HTTPRefusal               http_error              4xx   (any other the framework answers)
     └── Unavailable                                           503 + Retry-After
         ├── SinkUnavailable           sink_unavailable
         └── Unsigned                  unsigned_callback       (Vonage: a 5xx makes it retry signed)
@@ -96,6 +97,25 @@ class SinkUnavailable(Unavailable):
 
 class Unsigned(Unavailable):
     code = "unsigned_callback"
+
+
+class HTTPRefusal(Rejected):
+    """Any other 4xx the framework itself answers, under its own status."""
+
+    code = "http_error"
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def from_http(status: int, detail: str, allow: str) -> GatewayError:
+    """The framework's own refusals (no route, wrong method) as ours, so one renderer answers them all."""
+    if status == 404:
+        return NotFound(detail)
+    if status == 405:
+        return MethodNotAllowed(detail, tuple(method.strip() for method in allow.split(",") if method.strip()))
+    return HTTPRefusal(detail, status)
 
 
 def refusal(exc: GatewayError) -> tuple[int, Headers, bytes]:

@@ -27,9 +27,9 @@ UNKNOWN_STATUSES = Counter(
     ["provider", "provider_status"],
 )
 SINK_WRITE = Histogram(
-    # Every sink takes the event at once; each is observed when it and the sinks listed before it
-    # are done, which is its own time whenever the sinks are listed fastest first (log, then store).
-    "gateway_sink_write_seconds", "Seconds from a verified callback until this sink (and any listed before it) committed it",
+    # Every sink takes the event at once; each is observed when its own write is done. Labelled by
+    # place and type ("sinks.1:sqlite"): two sinks of one type are two series.
+    "gateway_sink_write_seconds", "Seconds from a verified callback until this sink took it (a store: committed it)",
     ["sink"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )

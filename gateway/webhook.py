@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from functools import partial
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from gateway import metrics
 from gateway.clock import Clock
@@ -49,7 +50,7 @@ class ClientGone(Exception):
 class CallbackRoute:
     """One configured endpoint: the ASGI app that receives its provider's callbacks."""
 
-    def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[Sink],
+    def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[tuple[str, Sink]],
                  server: ServerConfig, clock: Clock) -> None:
         self.endpoint = endpoint
         self.path = path
@@ -61,7 +62,7 @@ class CallbackRoute:
                                       (b"content-length", str(len(body)).encode())]
         self._ack_body = body
         # prometheus-client resolves labels on every .labels() call; the children are fixed, so once.
-        self._sinks = [(sink, metrics.SINK_WRITE.labels(type(sink).__name__)) for sink in sinks]
+        self._sinks = [(sink, metrics.SINK_WRITE.labels(label)) for label, sink in sinks]
         self._last_verified = metrics.LAST_VERIFIED.labels(endpoint)
         self._outcomes: dict[str, Counter] = {}
         self._statuses: dict[Status, Counter] = {}
@@ -106,11 +107,12 @@ class CallbackRoute:
         """Hand the event to every sink at once, wait for all; False if a store already had its id."""
         started = time.perf_counter()
         futures = [sink.write(event) for sink, _ in self._sinks]
+        for future, (_, histogram) in zip(futures, self._sinks, strict=True):
+            future.add_done_callback(partial(_observe, histogram, started))
         new = True
         try:
-            for future, (_, histogram) in zip(futures, self._sinks, strict=True):
+            for future in futures:
                 new = await future and new
-                histogram.observe(time.perf_counter() - started)
             return new
         except BaseException:
             for future in futures:  # a second failure is the same outage: not worth a warning of its own
@@ -164,6 +166,11 @@ class CallbackRoute:
             received_at=self.clock(),
             query=query,
         )
+
+
+def _observe(histogram: Histogram, started: float, future: asyncio.Future[bool]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        histogram.observe(time.perf_counter() - started)
 
 
 def _consume(future: asyncio.Future[bool]) -> None:

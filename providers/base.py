@@ -46,11 +46,29 @@ class SampleRequest:
     body: bytes
 
 
+Scenario = list[tuple[str, int]]  # (the provider's word, sent how many times), for one message
+
+
 class Provider(Protocol):
-    name: ClassVar[str]
+    """Everything the gateway knows about one vendor; the registry in providers/__init__.py lists them.
+
+    One instance per configured endpoint, built from its validated Settings. Nothing outside
+    providers/ names a vendor: the config, the CLI and `simulate` read these attributes.
+    """
+
+    key: ClassVar[str]  # the `provider:` value in config.yaml ("vonage-sms")
+    name: ClassVar[str]  # the events' provider: the message-id namespace ("vonage" for both Vonage APIs)
     ack: ClassVar[tuple[bytes, str]]  # (body, media type) the provider expects on success
     methods: ClassVar[tuple[str, ...]]
     media_types: ClassVar[frozenset[str]]  # accepted Content-Types for a POST
+    Settings: ClassVar[type[Settings]]  # its endpoint keys in config.yaml
+    # `simulate`: a normalized word typed for this vendor ("sent" → "submitted"), the error code a
+    # failure gets by default, and realistic sequences of one message's callbacks.
+    aliases: ClassVar[dict[str, str]]
+    failure_code: ClassVar[str]
+    scenarios: ClassVar[dict[str, Scenario]]
+
+    def __init__(self, endpoint: str, settings: Any) -> None: ...
 
     def verify(self, inbound: Inbound) -> Fields:
         """Prove the request came from the provider; return the authenticated fields.
@@ -61,6 +79,24 @@ class Provider(Protocol):
 
     def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
         """The normalized event; None for a callback that is not a delivery status. Raises Malformed."""
+        ...
+
+    @staticmethod
+    def setup(url: str) -> str:
+        """What `urls` prints under the endpoint's URL: where to paste it at the vendor, and why."""
+        ...
+
+    @staticmethod
+    def new_message_id() -> str:
+        """A fresh message id in the vendor's own shape, for `simulate`."""
+        ...
+
+    def sample(self, *, url: str, word: str, message_id: str, account_seed: str, now: datetime,
+               error_code: str | None = None) -> SampleRequest:
+        """A callback as the vendor would send it for `word`, signed with this endpoint's first secret.
+
+        `account_seed` makes a stable, plausible account id per endpoint.
+        """
         ...
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import orjson
 from pydantic import Field
-from starlette.datastructures import ImmutableMultiDict
 from twilio.request_validator import (
     HMAC_SHA1,
     HMAC_SHA256,
@@ -25,7 +25,7 @@ from twilio.request_validator import (
 
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time
+from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time
 from providers.decoding import decode_json_object, decode_pairs, decode_text
 
 STATUSES: dict[str, Status] = {
@@ -63,6 +63,17 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 ACK = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DIGESTS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
+# Twilio retries only a failed connection, once, unless the URL asks for more (PROVIDERS.md §1.7):
+# the connection-override fragment, which Twilio neither sends nor signs.
+RETRY_FRAGMENT = "#rc=5&rp=all"
+
+SETUP = """\
+    Paste it as the status callback of a Messaging Service (Integration → Delivery Status Callback),
+    or pass it as StatusCallback when creating a message, or as <Message action="…"> in TwiML.
+  With retries: {url}{fragment}
+    Twilio by default retries only a failed connection, once; a 503 from the gateway
+    (store unavailable) would lose the status. This connection-override fragment makes
+    Twilio retry up to 5 times on any failure. Twilio does not send or sign the fragment."""
 
 
 class TwilioSettings(Settings):
@@ -72,14 +83,24 @@ class TwilioSettings(Settings):
 
 
 class Twilio:
+    key: ClassVar[str] = "twilio"
     name: ClassVar[str] = "twilio"
     ack: ClassVar[tuple[bytes, str]] = (ACK, "text/xml")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
     Settings: ClassVar[type[TwilioSettings]] = TwilioSettings
+    aliases: ClassVar[dict[str, str]] = {}
+    failure_code: ClassVar[str] = "30003"
+    scenarios: ClassVar[dict[str, Scenario]] = {
+        "lifecycle": [("queued", 1), ("sending", 1), ("sent", 1), ("delivered", 1)],
+        "out-of-order": [("delivered", 1), ("sent", 1)],
+        "duplicate": [("delivered", 3)],
+        "failure": [("sent", 1), ("undelivered", 1)],
+    }
 
     def __init__(self, endpoint: str, settings: TwilioSettings) -> None:
         self.endpoint = endpoint
+        self.settings = settings
         self._validators = tuple(RequestValidator(token) for token in settings.auth_token)
         self._shared_keys = {key: RequestValidator(secret) for key, secret in settings.shared_keys.items()}
 
@@ -140,6 +161,19 @@ class Twilio:
         )
 
     @staticmethod
+    def setup(url: str) -> str:
+        return SETUP.format(url=url, fragment=RETRY_FRAGMENT)
+
+    @staticmethod
+    def new_message_id() -> str:
+        return "SM" + uuid.uuid4().hex
+
+    def sample(self, *, url: str, word: str, message_id: str, account_seed: str, now: datetime,
+               error_code: str | None = None) -> SampleRequest:
+        return self.sample_request(url=url, auth_token=self.settings.auth_token[0], message_id=message_id,
+                                   status=word, account="AC" + account_seed[:32], now=now, error_code=error_code)
+
+    @staticmethod
     def sample_request(
         *, url: str, auth_token: str, message_id: str, status: str, account: str,
         now: datetime, error_code: str | None = None, to: str = "+15005550006", sender: str = "+15005550001",
@@ -180,8 +214,22 @@ def _signed_by(
         for validator in validators:
             if hmac.compare_digest(base64.b64encode(hmac.new(validator.token, text, digest).digest()), expected):
                 return True
-        signed = ImmutableMultiDict(signed)
+        signed = _MultiValues.of(signed)
     return any(validator.validate(url, signed, signature, algorithm) for validator in validators)
+
+
+class _MultiValues(dict[str, list[str]]):
+    """Form pairs as RequestValidator reads a repeated key (its `getall`), with no web framework's type."""
+
+    @classmethod
+    def of(cls, pairs: list[tuple[str, str]]) -> _MultiValues:
+        values = cls()
+        for key, value in pairs:
+            values.setdefault(key, []).append(value)
+        return values
+
+    def getall(self, key: str) -> list[str]:
+        return self[key]
 
 
 def _signed_params(inbound: Inbound) -> tuple[Any, dict[str, Any]]:

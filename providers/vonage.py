@@ -23,7 +23,7 @@ from pydantic import Field
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, text_of
+from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, text_of
 from providers.decoding import decode_json_object
 
 STATUSES: dict[str, Status] = {
@@ -63,15 +63,31 @@ class VonageSettings(Settings):
     unsigned: Literal["retry", "refuse"] = "retry"
 
 
+SETUP = """\
+    Paste it as the Status URL (POST) of your Vonage application's Messages capability.
+    Signed webhooks are on by default; signature_secret is the account's signature secret
+    (Dashboard → API Settings)."""
+
+
 class Vonage:
+    key: ClassVar[str] = "vonage"
     name: ClassVar[str] = "vonage"
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("POST",)
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
     Settings: ClassVar[type[VonageSettings]] = VonageSettings
+    aliases: ClassVar[dict[str, str]] = {"sent": "submitted", "undelivered": "undeliverable", "failed": "rejected"}
+    failure_code: ClassVar[str] = "1250"
+    scenarios: ClassVar[dict[str, Scenario]] = {
+        "lifecycle": [("submitted", 1), ("delivered", 1)],
+        "out-of-order": [("delivered", 1), ("submitted", 1)],
+        "duplicate": [("delivered", 3)],
+        "failure": [("submitted", 1), ("rejected", 1)],
+    }
 
     def __init__(self, endpoint: str, settings: VonageSettings) -> None:
         self.endpoint = endpoint
+        self.settings = settings
         self._keys = tuple(HS256.prepare_key(secret) for secret in settings.signature_secret)
         self._max_age = settings.max_token_age
         self._skew = settings.clock_skew
@@ -174,6 +190,20 @@ class Vonage:
             received_at=utc_iso(inbound.received_at),
             raw=payload,
         )
+
+    @staticmethod
+    def setup(url: str) -> str:
+        return SETUP
+
+    @staticmethod
+    def new_message_id() -> str:
+        return str(uuid.uuid4())
+
+    def sample(self, *, url: str, word: str, message_id: str, account_seed: str, now: datetime,
+               error_code: str | None = None) -> SampleRequest:
+        return self.sample_request(url=url, signature_secret=self.settings.signature_secret[0],
+                                   message_id=message_id, status=word, api_key=account_seed[:8], now=now,
+                                   error_code=error_code)
 
     @staticmethod
     def sample_request(

@@ -20,7 +20,7 @@ import orjson
 
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Secrets, Settings, carrier_time, text_of
+from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time, text_of
 from providers.decoding import decode_json_object, decode_pairs
 
 FORM = "application/x-www-form-urlencoded"
@@ -55,15 +55,31 @@ class VonageSMSSettings(Settings):
     signature_method: SignatureMethod = "md5hash"
 
 
+SETUP = """\
+    Paste it as the Delivery receipts webhook URL (Dashboard → API Settings → SMS settings; POST-JSON,
+    POST or GET all work). Ask Vonage to sign this API key's webhooks and set signature_method
+    to the method it signs with (md5hash is the Dashboard's default)."""
+
+
 class VonageSMS:
+    key: ClassVar[str] = "vonage-sms"
     name: ClassVar[str] = "vonage"  # the same provider as the Messages API: one message namespace
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
     Settings: ClassVar[type[VonageSMSSettings]] = VonageSMSSettings
+    aliases: ClassVar[dict[str, str]] = {"sent": "accepted", "sending": "buffered", "undelivered": "failed"}
+    failure_code: ClassVar[str] = "2"
+    scenarios: ClassVar[dict[str, Scenario]] = {
+        "lifecycle": [("buffered", 1), ("accepted", 1), ("delivered", 1)],
+        "out-of-order": [("delivered", 1), ("accepted", 1)],
+        "duplicate": [("delivered", 3)],
+        "failure": [("accepted", 1), ("failed", 1)],
+    }
 
     def __init__(self, endpoint: str, settings: VonageSMSSettings) -> None:
         self.endpoint = endpoint
+        self.settings = settings
         self._secrets = settings.signature_secret
         self._method = settings.signature_method
 
@@ -106,6 +122,20 @@ class VonageSMS:
             received_at=utc_iso(inbound.received_at),
             raw=dict(fields),
         )
+
+    @staticmethod
+    def setup(url: str) -> str:
+        return SETUP
+
+    @staticmethod
+    def new_message_id() -> str:
+        return uuid.uuid4().hex[:16].upper()  # an SMS API messageId: 16 hex digits, one per SMS part
+
+    def sample(self, *, url: str, word: str, message_id: str, account_seed: str, now: datetime,
+               error_code: str | None = None) -> SampleRequest:
+        return self.sample_request(url=url, signature_secret=self.settings.signature_secret[0],
+                                   signature_method=self.settings.signature_method, message_id=message_id,
+                                   status=word, api_key=account_seed[:8], now=now, error_code=error_code)
 
     @staticmethod
     def sample_request(

@@ -226,12 +226,49 @@ def test_locked_store_answers_503_then_recovers(tmp_path: Path, make_config: Cal
     assert stored(tmp_path) == [("SM" + "a" * 32, "delivered")]
 
 
+def test_readyz_names_each_sink_and_fails_if_any_one_cannot_write(tmp_path: Path,
+                                                                   make_config: Callable[..., Config]) -> None:
+    """Two sinks of one type are two entries: the first one failing is not hidden by the second."""
+    document = config_document(tmp_path)
+    document["sinks"].insert(0, {"type": "log", "path": "/dev/full"})  # opens, and every write fails: ENOSPC
+    with TestClient(create_app(make_config(document), clock=clock), base_url=PUBLIC_URL) as client:
+        assert client.get("/readyz").json() == {
+            "ready": True, "sinks": {"sinks.0:log": True, "sinks.1:log": True, "sinks.2:sqlite": True}}
+        headers, body = twilio_request(twilio_fields())
+        answer = client.post(TWILIO_PATH, headers=headers, content=body)
+        assert (answer.status_code, answer.json()["error"]) == (503, "sink_unavailable")
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json() == {
+            "ready": False, "sinks": {"sinks.0:log": False, "sinks.1:log": True, "sinks.2:sqlite": True}}
+
+
+def metric(client: TestClient, series: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
 def test_health_and_metrics(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
+    series = 'gateway_callbacks_total{endpoint="twilio-main",outcome="accepted",provider="twilio"}'
+    before = metric(client, series)  # the registry is the process's: other tests have counted too
     headers, body = twilio_request(twilio_fields())
     client.post(TWILIO_PATH, headers=headers, content=body)
-    text = client.get("/metrics").text
-    assert 'gateway_callbacks_total{endpoint="twilio-main",outcome="accepted",provider="twilio"}' in text
+    assert metric(client, series) == before + 1
+
+
+@pytest.mark.parametrize(("method", "url", "status", "code", "allow"), [
+    ("GET", "/no/such/path", 404, "not_found", None),
+    ("POST", "/healthz", 405, "method_not_allowed", "HEAD, GET"),  # as Starlette lists them
+    ("GET", "/webhooks/twilio/main/", 404, "not_found", None),  # a trailing slash changes the signed URL
+], ids=["no-route", "wrong-method", "trailing-slash"])
+def test_the_frameworks_own_refusals_are_rendered_like_ours(
+        client: TestClient, method: str, url: str, status: int, code: str, allow: str | None) -> None:
+    answer = client.request(method, url)
+    assert (answer.status_code, answer.json()["error"], answer.headers.get("allow")) == (status, code, allow)
+    assert set(answer.json()) == {"error", "detail"}
 
 
 # --- /v1 -------------------------------------------------------------------------------------------

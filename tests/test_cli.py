@@ -56,6 +56,30 @@ def test_urls_say_where_to_paste_and_add_the_twilio_retry_fragment(tmp_path: Pat
     assert "retries only a failed connection" in output
 
 
+def test_urls_come_first_and_name_the_unset_secrets_as_a_warning(tmp_path: Path) -> None:
+    """A new user wants the URLs to paste before the secrets exist."""
+    result = CliRunner().invoke(main, ["urls", "--config", write_config(tmp_path)], env=NO_SECRETS)
+    assert result.exit_code == 0
+    assert "https://gw.example.com/webhooks/twilio/main\n" in result.stdout
+    assert result.stderr.startswith(
+        "warning: TWILIO_AUTH_TOKEN, VONAGE_SIGNATURE_SECRET, VONAGE_SMS_SIGNATURE_SECRET not set")
+    assert "unset" not in result.stdout  # the placeholder that let the config load is never shown
+
+
+@pytest.mark.parametrize(("api_token", "sinks", "expected"), [
+    ("t0ken-0123456789", None, "/v1 API: on (bearer token server.api_token)"),
+    ("", None, "/v1 API: off (404: server.api_token is empty)"),
+    ("t0ken-0123456789", [{"type": "log", "path": "events.jsonl"}],
+     "/v1 API: off (404: no sqlite or postgres sink to read from)"),
+], ids=["on", "no-token", "no-store"])
+def test_check_says_what_v1_will_do(tmp_path: Path, api_token: str, sinks: list[dict[str, str]] | None,
+                                     expected: str) -> None:
+    document = config_document(tmp_path, api_token=api_token)
+    if sinks is not None:
+        document["sinks"] = sinks
+    assert expected in run("check", "--config", write_config(tmp_path, document)).output.splitlines()
+
+
 def simulate(gateway: GatewayProcess, provider: str, *args: str) -> Result:
     path = {"twilio": TWILIO_PATH, "vonage": VONAGE_PATH, "vonage-sms": "/webhooks/vonage-sms/main"}[provider]
     return run("simulate", provider, *args, "--config", str(gateway.tmp_path / "config.yaml"),

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import SQLiteSinkConfig, load_config
+from gateway.config import load_config
+from gateway.sinks.settings import SQLiteSinkConfig
 from gateway.errors import ConfigError
 
 ENV = {"TWILIO_AUTH_TOKEN": "t" * 32, "VONAGE_SIGNATURE_SECRET": "v" * 32}

@@ -74,7 +74,9 @@ def test_counters_move_by_exactly_what_was_sent(tmp_path: Path, workers: int) ->
     assert delta('gateway_events_total{provider="twilio",status="delivered"}') == 7
     assert delta('gateway_events_total{provider="vonage",status="unknown"}') == 1
     assert delta('gateway_unknown_statuses_total{provider="vonage",provider_status="brand_new_status"}') == 1
-    assert delta('gateway_sink_write_seconds_count{sink="SQLiteSink"}') == 11
+    # Each sink instance is its own series: the log sink (sinks.0) and the store (sinks.1) took all 11.
+    assert delta('gateway_sink_write_seconds_count{sink="sinks.0:log"}') == 11
+    assert delta('gateway_sink_write_seconds_count{sink="sinks.1:sqlite"}') == 11
     last = after['gateway_last_verified_callback_timestamp_seconds{endpoint="twilio-main"}']
     assert started <= last <= time.time()
 

@@ -1,4 +1,4 @@
-"""open_sink(): the sink for one `sinks:` entry of config.yaml."""
+"""The sinks: where verified events go. Each type's config keys and constructor: settings.py."""
 
 from __future__ import annotations
 
@@ -7,29 +7,21 @@ from typing import TYPE_CHECKING
 from gateway.sinks.base import Sink, Store
 
 if TYPE_CHECKING:  # not at run time: the SQLite writer process imports this package and needs no pydantic
-    from gateway.config import SinkConfig
+    from gateway.sinks.settings import SinkSettings
 
 
-def open_sink(config: SinkConfig, *, reading: bool = False) -> Sink:
+def open_sink(config: SinkSettings, *, reading: bool = False) -> Sink:
     """`reading`: only to read the store back (the CLI), so nothing is started for writing."""
-    if config.type == "log":
-        from gateway.sinks.log import LogSink
-
-        return LogSink(config.path)
-    if config.type == "sqlite":
-        from gateway.sinks.sqlite import SQLiteSink
-
-        return SQLiteSink(config.path, synchronous=config.synchronous, busy_timeout_ms=config.busy_timeout_ms,
-                          max_batch=config.max_batch, writer=not reading)
-    if config.type == "postgres":
-        from gateway.sinks.postgres import PostgresSink
-
-        return PostgresSink(config.dsn, pool_size=config.pool_size, max_batch=config.max_batch)
-    raise AssertionError(config)
+    return config.open(reading=reading)
 
 
 def is_store(sink: Sink) -> bool:
     return hasattr(sink, "timeline")
 
 
-__all__ = ["Sink", "Store", "is_store", "open_sink"]
+def sink_label(index: int, type_: str) -> str:
+    """How /readyz, the metrics and `check` name a sink: its place in the config and its type."""
+    return f"sinks.{index}:{type_}"
+
+
+__all__ = ["Sink", "Store", "is_store", "open_sink", "sink_label"]

@@ -7,6 +7,7 @@ still waits until its own line is written, but a burst of callbacks costs one sy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from typing import BinaryIO
 
@@ -19,6 +20,7 @@ class LogSink:
     def __init__(self, path: str) -> None:
         self._path = path
         self._out: BinaryIO | None = None
+        self._failing = False  # the last write failed: not ready until one succeeds (a probe line would pollute the log)
         self._lines: Batcher[bytes] = Batcher(self._write_lines, what="the log sink", max_batch=1 << 16)
 
     async def open(self) -> None:
@@ -37,13 +39,16 @@ class LogSink:
             self._out.write(b"\n".join(lines) + b"\n")
             self._out.flush()
         except OSError as exc:
+            self._failing = True
             raise SinkUnavailable(f"cannot write the log sink: {exc.strerror}") from exc
+        self._failing = False
         return [True] * len(lines)
 
     async def ready(self) -> bool:
-        return self._out is not None and not self._out.closed
+        return self._out is not None and not self._out.closed and not self._failing
 
     async def close(self) -> None:
         await self._lines.drain()
         if self._out is not None and self._out is not sys.stdout.buffer:
-            self._out.close()
+            with contextlib.suppress(OSError):  # lines a failed write left in the buffer: already refused (503)
+                self._out.close()
