@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
 import orjson
@@ -17,6 +17,8 @@ from gateway.model import Status
 from providers.base import Inbound
 from providers.twilio import STATUSES, Twilio, TwilioSettings
 from tests.conftest import TWILIO_TOKEN, vectors
+from tests.providers.contract import URL as CONTRACT_URL
+from tests.providers.contract import ProviderContract, Request
 from tests.signing import ACCOUNT_SID, twilio_fields, twilio_request
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
@@ -243,3 +245,27 @@ def test_retry_maps_to_the_same_id_and_a_new_status_does_not() -> None:
     later = form(twilio_fields("delivered"))
     ids = [adapter().parse(adapter().verify(r), r).id for r in (first, retry, later)]  # type: ignore[union-attr]
     assert ids[0] == ids[1] != ids[2]
+
+
+class TestTwilioContract(ProviderContract):
+    provider = Twilio
+    settings: ClassVar[dict[str, Any]] = {"auth_token": TWILIO_TOKEN}
+    words: ClassVar[dict[str, Status]] = {"delivered": Status.DELIVERED, "sent": Status.SENT,
+                                          "undelivered": Status.UNDELIVERED}
+    message_id = "SM" + "c" * 32
+
+    def signed(self, word: str, message_id: str) -> Request:
+        headers, body = twilio_request(twilio_fields(word, sid=message_id), url=CONTRACT_URL)
+        return Request("POST", CONTRACT_URL, headers, body)
+
+    def forged(self, word: str, message_id: str) -> Request:
+        headers, body = twilio_request(twilio_fields(word, sid=message_id), url=CONTRACT_URL,
+                                       token="not-the-configured-auth-token-0123")
+        return Request("POST", CONTRACT_URL, headers, body)
+
+    def tampered(self, request: Request) -> Request:
+        return Request(request.method, request.url, request.headers, request.body.replace(b"%2B1500", b"%2B1600"))
+
+    def unsigned(self, request: Request) -> Request:
+        return Request(request.method, request.url,
+                       {k: v for k, v in request.headers.items() if k != "X-Twilio-Signature"}, request.body)

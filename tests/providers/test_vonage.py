@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, ClassVar
 
 import jwt
 import orjson
@@ -18,6 +18,8 @@ from providers.base import Inbound
 from providers.vonage import STATUSES, Vonage, VonageSettings
 from tests.conftest import NOW as TEST_NOW
 from tests.conftest import VONAGE_SECRET, vectors
+from tests.providers.contract import URL as CONTRACT_URL
+from tests.providers.contract import ProviderContract, Request
 from tests.signing import vonage_claims, vonage_payload, vonage_request
 
 URL = "https://gw.example.com/webhooks/vonage/main"
@@ -203,3 +205,27 @@ def test_missing_ids_are_malformed(payload: dict[str, Any]) -> None:
     request = signed(payload)
     with pytest.raises(Malformed):
         adapter().parse(adapter().verify(request), request)
+
+
+class TestVonageContract(ProviderContract):
+    provider = Vonage
+    settings: ClassVar[dict[str, Any]] = {"signature_secret": VONAGE_SECRET}
+    words: ClassVar[dict[str, Status]] = {"delivered": Status.DELIVERED, "submitted": Status.SENT,
+                                          "rejected": Status.REJECTED}
+    message_id = "cccccccc-bbbb-4ccc-8ddd-0123456789ab"
+
+    def signed(self, word: str, message_id: str) -> Request:
+        headers, body = vonage_request(vonage_payload(word, uuid_=message_id))
+        return Request("POST", CONTRACT_URL, headers, body)
+
+    def forged(self, word: str, message_id: str) -> Request:
+        headers, body = vonage_request(vonage_payload(word, uuid_=message_id),
+                                       secret="not-the-configured-signature-secret-0123")
+        return Request("POST", CONTRACT_URL, headers, body)
+
+    def tampered(self, request: Request) -> Request:
+        return Request(request.method, request.url, request.headers, request.body.replace(b"4477", b"4478"))
+
+    def unsigned(self, request: Request) -> Request:
+        return Request(request.method, request.url,
+                       {k: v for k, v in request.headers.items() if k != "Authorization"}, request.body)

@@ -6,7 +6,7 @@ The HMAC signatures are made with Vonage's SDK (vonage-http-client's Auth).
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import orjson
@@ -21,6 +21,8 @@ from gateway.model import Status
 from providers.base import Inbound
 from providers.vonage_sms import VonageSMS, VonageSMSSettings
 from tests.conftest import vectors
+from tests.providers.contract import URL as CONTRACT_URL
+from tests.providers.contract import ProviderContract, Request
 from tests.signing import vonage_sms_receipt, vonage_sms_sig
 
 URL = "https://gw.example.com/webhooks/vonage-sms/main"
@@ -225,3 +227,26 @@ def test_sample_requests_verify(method: str) -> None:
 def test_the_tests_own_md5hash_agrees_with_the_vectors(vector: dict[str, Any]) -> None:
     fields = {key: str(value) for key, value in vector["params"].items() if key != "sig"}
     assert (vonage_sms_sig(fields, vector["signature_secret"]) == vector["params"]["sig"]) is vector["expected_valid"]
+
+
+class TestVonageSMSContract(ProviderContract):
+    provider = VonageSMS
+    settings: ClassVar[dict[str, Any]] = {"signature_secret": SECRET, "signature_method": "sha256"}
+    words: ClassVar[dict[str, Status]] = {"delivered": Status.DELIVERED, "accepted": Status.SENT,
+                                          "failed": Status.UNDELIVERED, "expired": Status.EXPIRED}
+    message_id = "0C00000012345678"
+
+    def signed(self, word: str, message_id: str, secret: str = SECRET) -> Request:
+        fields = sdk_signed(vonage_sms_receipt(word, messageId=message_id), secret=secret)
+        return Request("POST", CONTRACT_URL, {"Content-Type": "application/json"}, orjson.dumps(fields))
+
+    def forged(self, word: str, message_id: str) -> Request:
+        return self.signed(word, message_id, secret="not-the-configured-signature-secret-0123")
+
+    def tampered(self, request: Request) -> Request:
+        return Request(request.method, request.url, request.headers, request.body.replace(b"4477", b"4478"))
+
+    def unsigned(self, request: Request) -> Request:
+        fields = orjson.loads(request.body)
+        del fields["sig"]
+        return Request(request.method, request.url, request.headers, orjson.dumps(fields))
