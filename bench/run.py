@@ -228,7 +228,7 @@ def main() -> None:
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in args.targets.split(",")}
     cluster = None
     if any(TARGETS[name][0] == "gateway_pg" for name in results):
-        from tests.postgres import PostgresCluster  # the test suite's throwaway server
+        from harness.postgres import PostgresCluster  # the throwaway server the tests use too
 
         cluster = PostgresCluster()
         cluster.start()

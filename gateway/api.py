@@ -11,9 +11,9 @@ from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.middleware import Middleware
 from starlette.routing import Mount, Route
 
 from gateway.errors import Malformed, NotFound, Unauthorized

@@ -49,7 +49,7 @@ class Gateway:
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
             return
-        await self.rest(scope, receive, send)  # type: ignore[arg-type]
+        await self.rest(scope, receive, send)
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup

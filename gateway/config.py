@@ -56,7 +56,11 @@ class Document(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     endpoints: list[dict[str, Any]]
     # An empty list would acknowledge every callback and keep none of them.
-    sinks: list[SinkConfig] = Field(default_factory=lambda: [SQLiteSinkConfig(type="sqlite")], min_length=1)
+    sinks: list[SinkConfig] = Field(default_factory=lambda: _embedded_default(), min_length=1)
+
+
+def _embedded_default() -> list[SinkConfig]:
+    return [SQLiteSinkConfig(type="sqlite")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +72,7 @@ class Endpoint:
 
     def adapter(self) -> Provider:
         cls = PROVIDERS[self.provider]
-        return cls(self.name, self.settings)  # type: ignore[arg-type]
+        return cls(self.name, self.settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,7 +193,8 @@ def parse_config(tree: Any, env: Mapping[str, str]) -> Config:
         seen_names.add(endpoint.name)
         if endpoint.path in seen_paths:
             raise ConfigError(
-                f"endpoint {endpoint.name}: path {endpoint.path} is already used by endpoint {seen_paths[endpoint.path]}"
+                f"endpoint {endpoint.name}: path {endpoint.path} is already used by endpoint "
+                f"{seen_paths[endpoint.path]}"
             )
         seen_paths[endpoint.path] = endpoint.name
     return Config(server=document.server, endpoints=endpoints, sinks=tuple(document.sinks))

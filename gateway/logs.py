@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 import orjson
 
+
 class SecondCache:
     """time.strftime once per second, not once per line: a busy gateway logs thousands a second."""
 
@@ -51,7 +52,8 @@ class TextFormatter(logging.Formatter):
         self._time = SecondCache("%Y-%m-%d %H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = f"{self._time(record.created)},{int(record.msecs):03d} {record.levelname} {record.name}: {record.getMessage()}"
+        stamp = f"{self._time(record.created)},{int(record.msecs):03d}"
+        line = f"{stamp} {record.levelname} {record.name}: {record.getMessage()}"
         access = getattr(record, "access", None)
         if access:
             line += " " + " ".join(f"{name}={value}" for name, value in access.items())
@@ -95,7 +97,7 @@ class TurnFlushingHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def configure_logging(level: str, fmt: str) -> None:
     # No line carries the caller's file, thread or process: don't pay for finding them on each record
     # (the "Optimization" table of the logging HOWTO).
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False

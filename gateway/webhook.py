@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from functools import partial
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from functools import partial
 from typing import Any
 
 from prometheus_client import Counter, Histogram
@@ -189,7 +189,7 @@ def _headers(raw: Sequence[tuple[bytes, bytes]]) -> dict[str, str]:
 
 async def _read_body(receive: Receive, limit: int) -> bytes:
     message = await receive()
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if message["type"] == "http.request" and not message.get("more_body", False):
         if len(body) > limit:
             raise TooLarge(f"the body is larger than {limit} bytes")
@@ -213,7 +213,8 @@ def _signed_url(scope: Scope, headers: dict[str, str], path: str, query: str, se
     """SPEC §5: public_url + endpoint path + raw query; else the request's own URL."""
     base = server.public_url
     if base is None:
-        scheme, host = scope["scheme"], headers.get("host", "")
+        scheme: str = scope["scheme"]
+        host = headers.get("host", "")
         client = scope.get("client")
         if client and client[0] in server.trusted_proxies:
             scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()

@@ -26,6 +26,7 @@ from twilio.request_validator import (
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time
+from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs, decode_text
 
 STATUSES: dict[str, Status] = {
@@ -88,7 +89,7 @@ class Twilio:
     ack: ClassVar[tuple[bytes, str]] = (ACK, "text/xml")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
-    Settings: ClassVar[type[TwilioSettings]] = TwilioSettings
+    Settings: ClassVar[type[BaseSettings]] = TwilioSettings
     aliases: ClassVar[dict[str, str]] = {}
     failure_code: ClassVar[str] = "30003"
     scenarios: ClassVar[dict[str, Scenario]] = {

@@ -24,6 +24,7 @@ from pydantic import Field
 from gateway.errors import InvalidToken, Malformed, Unsigned
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, text_of
+from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object
 
 STATUSES: dict[str, Status] = {
@@ -75,7 +76,7 @@ class Vonage:
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("POST",)
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
-    Settings: ClassVar[type[VonageSettings]] = VonageSettings
+    Settings: ClassVar[type[BaseSettings]] = VonageSettings
     aliases: ClassVar[dict[str, str]] = {"sent": "submitted", "undelivered": "undeliverable", "failed": "rejected"}
     failure_code: ClassVar[str] = "1250"
     scenarios: ClassVar[dict[str, Scenario]] = {

@@ -21,6 +21,7 @@ import orjson
 from gateway.errors import InvalidSignature, Malformed
 from gateway.model import Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time, text_of
+from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs
 
 FORM = "application/x-www-form-urlencoded"
@@ -67,7 +68,7 @@ class VonageSMS:
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
-    Settings: ClassVar[type[VonageSMSSettings]] = VonageSMSSettings
+    Settings: ClassVar[type[BaseSettings]] = VonageSMSSettings
     aliases: ClassVar[dict[str, str]] = {"sent": "accepted", "sending": "buffered", "undelivered": "failed"}
     failure_code: ClassVar[str] = "2"
     scenarios: ClassVar[dict[str, Scenario]] = {
@@ -91,7 +92,8 @@ class VonageSMS:
                                    "(Dashboard → API Settings) and set signature_method to match")
         given, text = signature.lower().encode(), _signing_text(fields)
         # Every configured secret is tried: rotation keeps the old one valid for a while.
-        if not any(hmac.compare_digest(given, _digest(text, secret, self._method).encode()) for secret in self._secrets):
+        if not any(hmac.compare_digest(given, _digest(text, secret, self._method).encode())
+                   for secret in self._secrets):
             raise InvalidSignature(f"sig does not match the fields with signature_method {self._method} "
                                    "(check the method and the signature secret)")
         return fields

@@ -13,4 +13,7 @@ if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev
 fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# Static checks first: lint and strict typing of the shipped packages (settings in pyproject.toml).
+.venv/bin/ruff check gateway providers
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

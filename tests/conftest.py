@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 
 from gateway.app import create_app
 from gateway.config import Config, load_config
-from tests.postgres import PostgresCluster
+from harness.postgres import PostgresCluster
 
 # Property tests: a bounded run in CI; HYPOTHESIS_PROFILE=campaign for the long one (README, Security).
 settings.register_profile("ci", max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import GatewayProcess, start_gateway
-from tests.postgres import PostgresCluster
+from harness.postgres import PostgresCluster
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 from tests.tcp_proxy import TCPProxy
 from tests.test_replicas import postgres_document, query

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from tests.conftest import ENV, PUBLIC_URL, GatewayProcess, start_gateway
-from tests.postgres import PostgresCluster
+from harness.postgres import PostgresCluster
 from tests.signing import TWILIO_PATH, VONAGE_PATH, twilio_fields, twilio_request, vonage_payload, vonage_request
 
 

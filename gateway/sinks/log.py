@@ -20,7 +20,8 @@ class LogSink:
     def __init__(self, path: str) -> None:
         self._path = path
         self._out: BinaryIO | None = None
-        self._failing = False  # the last write failed: not ready until one succeeds (a probe line would pollute the log)
+        # The last write failed: not ready until one succeeds (a probe line would pollute the log).
+        self._failing = False
         self._lines: Batcher[bytes] = Batcher(self._write_lines, what="the log sink", max_batch=1 << 16)
 
     async def open(self) -> None:

@@ -162,7 +162,7 @@ class PostgresSink(SQLReads):
             pool, self._pool = self._pool, None
             try:
                 await asyncio.wait_for(pool.close(), TIMEOUT)
-            except (asyncio.TimeoutError, *OUTAGE):
+            except (TimeoutError, *OUTAGE):
                 pool.terminate()
 
     # --- reads: SQLReads runs its queries through this ------------------------------------------

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 class SinkSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str  # each type narrows it to its own Literal: the discriminator
     store: ClassVar[bool] = False  # readable back: serves /v1 and the CLI's reads
 
     def resolved(self, base: Path) -> SinkSettings:

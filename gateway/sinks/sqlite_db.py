@@ -57,7 +57,8 @@ SCHEMA_VERSION = len(MIGRATIONS)
 EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)
 VALUES {rows} ON CONFLICT (provider, message_id, id) DO NOTHING"""
-Row = tuple[str, str, str, str, int, str, str, bytes]  # (id, provider, message_id, status, rank, occurred_at, received_at, body)
+# (id, provider, message_id, status, rank, occurred_at, received_at, body)
+Row = tuple[str, str, str, str, int, str, str, bytes]
 
 
 def connect(path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, statements: int = 128,

@@ -1,4 +1,4 @@
-"""A throwaway PostgreSQL cluster for the tests: initdb into a temp dir, pg_ctl on a free loopback port.
+"""A throwaway PostgreSQL cluster (tests and bench/): initdb into a temp dir, pg_ctl on a free loopback port.
 
 Debian's `postgresql` package provides the binaries (scripts/test.sh installs it when missing).
 PostgreSQL refuses to run as root, so under root the cluster belongs to, and runs as, the

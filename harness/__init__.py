@@ -1,0 +1,1 @@
+"""Throwaway servers that the tests and the benchmarks both start (never imported by the gateway)."""
