@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from enum import StrEnum
@@ -160,3 +161,17 @@ class StatusEvent:
     @classmethod
     def loads(cls, text: bytes | str) -> StatusEvent:
         return cls.from_json(orjson.loads(text))
+
+
+def current_of(timeline: Iterable[StatusEvent]) -> StatusEvent | None:
+    """SPEC §4's rule over a message's stored events, in the order they were stored: the greatest
+    precedence; of equals, the first stored (a store moves the current row only to a greater one).
+
+    The SQLite trigger and the PostgreSQL statement decide the same in SQL, inside the write;
+    tests/sinks/test_precedence.py holds both to this function with random arrival orders.
+    """
+    best: StatusEvent | None = None
+    for event in timeline:
+        if best is None or event.precedence > best.precedence:
+            best = event
+    return best
