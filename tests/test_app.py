@@ -261,13 +261,15 @@ def test_health_and_metrics(client: TestClient) -> None:
 
 @pytest.mark.parametrize(("method", "url", "status", "code", "allow"), [
     ("GET", "/no/such/path", 404, "not_found", None),
-    ("POST", "/healthz", 405, "method_not_allowed", "HEAD, GET"),  # as Starlette lists them
+    ("POST", "/healthz", 405, "method_not_allowed", "GET, HEAD"),
     ("GET", "/webhooks/twilio/main/", 404, "not_found", None),  # a trailing slash changes the signed URL
 ], ids=["no-route", "wrong-method", "trailing-slash"])
 def test_the_frameworks_own_refusals_are_rendered_like_ours(
         client: TestClient, method: str, url: str, status: int, code: str, allow: str | None) -> None:
     answer = client.request(method, url)
-    assert (answer.status_code, answer.json()["error"], answer.headers.get("allow")) == (status, code, allow)
+    allowed = answer.headers.get("allow")  # Starlette lists the methods in no fixed order
+    assert (answer.status_code, answer.json()["error"]) == (status, code)
+    assert (sorted(allowed.split(", ")) if allowed else None) == (allow.split(", ") if allow else None)
     assert set(answer.json()) == {"error", "detail"}
 
 
