@@ -90,7 +90,7 @@ class Config:
 
 
 def resolve_path(explicit: str | os.PathLike[str] | None) -> Path:
-    """--config, then ./config.yaml, then $GATEWAY_CONFIG (SPEC §6)."""
+    """--config, then ./config.yaml, then $GATEWAY_CONFIG (docs/events.md#delivery)."""
     if explicit:
         return Path(explicit)
     local = Path("config.yaml")

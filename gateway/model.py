@@ -1,4 +1,4 @@
-"""The normalized event of SPEC §4 and the one status table (rank, final)."""
+"""The normalized event and the one status table (rank, final): docs/events.md."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ class Status(StrEnum):
         return STATUS_TABLE[self][1]
 
 
-# (rank, final), as in SPEC §4's status table. A higher rank wins; `read` may follow a final status.
+# (rank, final), as in docs/events.md#statuses. A higher rank wins; `read` may follow a final status.
 STATUS_TABLE: dict[Status, tuple[int, bool]] = {
     Status.ACCEPTED: (1, False),
     Status.SCHEDULED: (1, False),
@@ -110,7 +110,7 @@ class StatusEvent:
 
     @property
     def precedence(self) -> tuple[int, str, str]:
-        """SPEC §4: highest rank, then later `occurred_at`, then later `received_at` is current."""
+        """docs/events.md: highest rank, then later `occurred_at`, then later `received_at` is current."""
         return (self.status.rank, self.occurred_at or "", self.received_at)
 
     def to_json(self) -> dict[str, Any]:
@@ -164,7 +164,7 @@ class StatusEvent:
 
 
 def current_of(timeline: Iterable[StatusEvent]) -> StatusEvent | None:
-    """SPEC §4's rule over a message's stored events, in the order they were stored: the greatest
+    """docs/events.md's rule over a message's stored events, in the order they were stored: the greatest
     precedence; of equals, the first stored (a store moves the current row only to a greater one).
 
     The SQLite trigger and the PostgreSQL statement decide the same in SQL, inside the write;

@@ -26,7 +26,7 @@ SCENARIOS: tuple[str, ...] = tuple(sorted({name for cls in PROVIDERS.values() fo
 class Target:
     endpoint: Endpoint
     send_url: str  # where the request goes
-    signed_url: str  # what the provider would have signed (SPEC §5)
+    signed_url: str  # what the provider would have signed (docs/events.md#delivery)
 
 
 def target(config: Config, provider: str, endpoint_name: str | None, url: str | None) -> Target:

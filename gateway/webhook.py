@@ -210,7 +210,7 @@ async def _read_body(receive: Receive, limit: int) -> bytes:
 
 
 def _signed_url(scope: Scope, headers: dict[str, str], path: str, query: str, server: ServerConfig) -> str:
-    """SPEC §5: public_url + endpoint path + raw query; else the request's own URL."""
+    """public_url + endpoint path + raw query; else the request's own URL (docs/twilio.md, Signature)."""
     base = server.public_url
     if base is None:
         scheme: str = scope["scheme"]

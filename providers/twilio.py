@@ -64,7 +64,7 @@ FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 ACK = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 DIGESTS = {HMAC_SHA1: hashlib.sha1, HMAC_SHA256: hashlib.sha256}
-# Twilio retries only a failed connection, once, unless the URL asks for more (PROVIDERS.md §1.7):
+# Twilio retries only a failed connection, once, unless the URL asks for more (docs/twilio.md#retries):
 # the connection-override fragment, which Twilio neither sends nor signs.
 RETRY_FRAGMENT = "#rc=5&rp=all"
 

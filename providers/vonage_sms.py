@@ -27,7 +27,7 @@ from providers.decoding import decode_json_object, decode_pairs
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
 
-# SPEC §4, column "Vonage SMS API receipt status".
+# docs/events.md#statuses, column "Vonage SMS API".
 STATUSES: dict[str, Status] = {
     "buffered": Status.SENDING,
     "accepted": Status.SENT,
@@ -38,7 +38,7 @@ STATUSES: dict[str, Status] = {
     "unknown": Status.UNKNOWN,
 }
 
-# `err-code` (PROVIDERS.md §2.7); 0 means delivered and is not an error.
+# `err-code` (docs/vonage.md, SMS API); 0 means delivered, not an error.
 ERRORS: dict[str, str] = {
     "1": "Unknown", "2": "Absent subscriber (temporary)", "3": "Absent subscriber (permanent)",
     "4": "Call barred by user", "5": "Portability error", "6": "Anti-spam rejection",

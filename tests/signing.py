@@ -1,5 +1,5 @@
 """Test requests signed the way the providers sign them: Twilio's RequestValidator, PyJWT with Vonage's claims,
-and the SMS API's md5hash `sig` (which Vonage's current SDK cannot make: PROVIDERS.md §2.8)."""
+and the SMS API's md5hash `sig` (which Vonage's current SDK cannot make: docs/vonage.md)."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def vonage_request(payload: dict[str, Any] | bytes, *, secret: str = VONAGE_SECR
 
 
 def vonage_sms_receipt(status: str = "delivered", **extra: str) -> dict[str, str]:
-    """A delivery receipt's fields as PROVIDERS.md §2.5 lists them, without `sig`."""
+    """A delivery receipt's fields as docs/vonage.md lists them, without `sig`."""
     return {"msisdn": "447700900000", "to": "AcmeInc", "network-code": "23410", "messageId": "0A0000001234567B",
             "price": "0.03330000", "status": status, "scts": "2611240929", "err-code": "0",
             "api-key": "abcd1234", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598",

@@ -1,4 +1,4 @@
-"""The app in-process: answers of SPEC §3, what is stored, the /v1 API, proxies and a locked store."""
+"""The app in-process: the README's HTTP answers, what is stored, the /v1 API, proxies and a locked store."""
 
 from __future__ import annotations
 
@@ -188,7 +188,7 @@ def test_signature_failure_logs_the_checked_url_and_no_secret(
         assert secret not in everything
 
 
-# --- the signed URL behind proxies (SPEC §5) -------------------------------------------------------
+# --- the signed URL behind proxies (docs/twilio.md) --------------------------------------------------
 
 def test_public_url_holds_behind_a_tls_proxy(make_config: Callable[..., Config]) -> None:
     with TestClient(create_app(make_config(), clock=clock), base_url="http://10.0.0.7:8000") as internal:

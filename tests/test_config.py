@@ -12,7 +12,7 @@ from gateway.config import load_config
 from gateway.sinks.settings import SQLiteSinkConfig
 from gateway.errors import ConfigError
 
-ENV = {"TWILIO_AUTH_TOKEN": "t" * 32, "VONAGE_SIGNATURE_SECRET": "v" * 32}
+ENV = {"TWILIO_AUTH_TOKEN": "t" * 32, "VONAGE_SIGNATURE_SECRET": "v" * 32, "VONAGE_SMS_SIGNATURE_SECRET": "s" * 32}
 
 
 def write(tmp_path: Path, document: Any) -> Path:
@@ -28,7 +28,8 @@ def endpoints(**twilio: Any) -> list[dict[str, Any]]:
 def test_shipped_config_loads_with_the_variables_set() -> None:
     config = load_config(Path(__file__).parents[1] / "config.yaml", ENV)
     assert [(e.name, e.provider, e.path) for e in config.endpoints] == [
-        ("twilio-main", "twilio", "/webhooks/twilio/main"), ("vonage-main", "vonage", "/webhooks/vonage/main")]
+        ("twilio-main", "twilio", "/webhooks/twilio/main"), ("vonage-main", "vonage", "/webhooks/vonage/main"),
+        ("vonage-sms-main", "vonage-sms", "/webhooks/vonage-sms/main")]
     assert config.server.public_url == "http://localhost:8000"
     assert config.server.api_token is None
 
@@ -114,3 +115,20 @@ def test_a_repeated_database_is_named_by_position_not_by_its_dsn(tmp_path: Path)
 def test_invalid_yaml_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(write(tmp_path, "endpoints: [\n"), ENV)
+
+
+def test_the_readme_configuration_block_is_the_shipped_config_yaml() -> None:
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text()
+    start = readme.index("```yaml\n", readme.index("## Configuration")) + len("```yaml\n")
+    assert readme[start:readme.index("```\n", start)] == (root / "config.yaml").read_text()
+
+
+def test_the_shipped_config_yaml_loads_and_names_every_provider(tmp_path: Path) -> None:
+    """Every vendor has an endpoint in it, so `simulate <vendor>` works on a fresh checkout."""
+    from providers import PROVIDERS
+
+    shipped = Path(__file__).resolve().parent.parent / "config.yaml"
+    config = load_config(shipped, ENV)
+    assert {endpoint.provider for endpoint in config.endpoints} == set(PROVIDERS)
+    assert [sink.type for sink in config.sinks] == ["log", "sqlite"]

@@ -1,4 +1,4 @@
-"""Hostile input: every row a request and the exact answer of SPEC §3; nothing refused is stored.
+"""Hostile input: every row a request and its exact answer (README, HTTP); nothing refused is stored.
 
 Then fuzzing of the whole app through its ASGI interface (no 500, only documented refusals, no
 stored forgery), and the secrets that must never show in a log line or a refusal, at every level.

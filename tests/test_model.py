@@ -1,4 +1,4 @@
-"""The status table against SPEC §4, event ids, and the JSON shape."""
+"""The status table against docs/events.md, event ids, and the JSON shape."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from gateway.model import STATUS_TABLE, Status, StatusEvent
 
-# SPEC §4 "Normalized statuses", copied by hand: (rank, final).
+# docs/events.md "Statuses", copied by hand: (rank, final).
 SPEC = {
     "accepted": (1, False), "scheduled": (1, False), "queued": (1, False), "sending": (2, False),
     "sent": (3, False), "delivered": (4, True), "partially_delivered": (4, True), "undelivered": (4, True),

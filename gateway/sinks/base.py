@@ -34,7 +34,7 @@ class Store(Sink, Protocol):
     """A sink that can be read back: serves /v1 and the `status` and `tail` commands."""
 
     async def current(self, provider: str, message_id: str) -> StatusEvent | None:
-        """The event that holds the message's current status by SPEC §4 precedence."""
+        """The event that holds the message's current status (docs/events.md: model.current_of)."""
         ...
 
     async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:

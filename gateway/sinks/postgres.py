@@ -59,7 +59,7 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 # One round trip per batch. `new` holds the rows this statement inserted (a duplicate id, stored
 # earlier or by another replica, is not among them); of those, the best row per message moves the
-# current status, only to a greater (rank, occurred_at, received_at) — SPEC §4.
+# current status, only to a greater (rank, occurred_at, received_at): docs/events.md, The current status.
 STORE_BATCH = """
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[])

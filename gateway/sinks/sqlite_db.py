@@ -39,7 +39,7 @@ MIGRATIONS: list[list[str]] = [
             event_id TEXT NOT NULL,
             PRIMARY KEY (provider, message_id)
         ) WITHOUT ROWID""",
-        # SPEC §4 precedence, decided inside the inserting statement: a row moves only to a greater
+        # Precedence (docs/events.md), decided inside the inserting statement: a row moves only to a greater
         # (rank, occurred_at, received_at); so a late `sent` or an `unknown` never moves it back.
         """CREATE TRIGGER events_move_current AFTER INSERT ON events BEGIN
             INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id)

@@ -1,4 +1,4 @@
-"""Twilio adapter: every vector and every pitfall of PROVIDERS.md §1.3, signed with the SDK."""
+"""Twilio adapter: every shared vector and every URL pitfall of docs/twilio.md, signed with the SDK."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_missing_signature_is_refused() -> None:
         adapter().verify(inbound(URL, {"Content-Type": "application/x-www-form-urlencoded"}, b"a=b"))
 
 
-# --- PROVIDERS.md §1.3 pitfalls -------------------------------------------------------------------
+# --- docs/twilio.md pitfalls ------------------------------------------------------------------------
 
 def test_rotation_accepts_every_configured_token() -> None:
     request = form(twilio_fields(), token="new-token-after-rotation")
@@ -188,7 +188,7 @@ def test_invalid_utf8_is_malformed(body: bytes) -> None:
 
 # --- parse ----------------------------------------------------------------------------------------
 
-SPEC_TABLE = {  # SPEC §4, Twilio column
+SPEC_TABLE = {  # docs/events.md#statuses, Twilio column
     "accepted": "accepted", "scheduled": "scheduled", "queued": "queued", "sending": "sending", "sent": "sent",
     "delivered": "delivered", "partially_delivered": "partially_delivered", "undelivered": "undelivered",
     "failed": "failed", "canceled": "canceled", "read": "read", "something_new": "unknown",

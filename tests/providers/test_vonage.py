@@ -85,7 +85,7 @@ def test_rotation_accepts_every_configured_secret() -> None:
 
 
 def test_missing_token_asks_vonage_to_retry_signed() -> None:
-    """PROVIDERS.md §2.1.6: Vonage may send an unsigned callback and retries it signed after a 5xx."""
+    """docs/vonage.md, Messages API item 4: Vonage may send an unsigned callback and retries it signed after a 5xx."""
     body = orjson.dumps(vonage_payload())
     with pytest.raises(Unsigned) as caught:
         adapter().verify(inbound({"Content-Type": "application/json"}, body))

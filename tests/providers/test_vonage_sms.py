@@ -144,7 +144,7 @@ def test_a_post_query_string_is_neither_signed_nor_read() -> None:
     assert adapter().verify(with_query)["status"] == "delivered"
 
 
-# SPEC §4, column "Vonage SMS API receipt status".
+# docs/events.md#statuses, column "Vonage SMS API".
 SPEC_STATUSES = [("buffered", Status.SENDING), ("accepted", Status.SENT), ("delivered", Status.DELIVERED),
                  ("failed", Status.UNDELIVERED), ("rejected", Status.REJECTED), ("expired", Status.EXPIRED),
                  ("unknown", Status.UNKNOWN), ("deleted", Status.UNKNOWN)]
@@ -167,7 +167,7 @@ def test_a_receipt_becomes_the_normalized_event() -> None:
     assert (event.provider, event.endpoint, event.message_id, event.channel) == (
         "vonage", "vonage-sms-main", "0A0000001234567B", "sms")
     assert (event.error_code, event.error_message) == ("2", "Absent subscriber (temporary)")
-    # The receipt's `msisdn` is the recipient and its `to` the sender id (PROVIDERS.md §2.5).
+    # The receipt's `msisdn` is the recipient and its `to` the sender id (docs/vonage.md).
     assert (event.to, event.sender, event.account) == ("447700900000", "AcmeInc", "abcd1234")
     assert event.occurred_at == "2026-11-24T09:29:00.000000Z"  # scts, YYMMDDhhmm read as UTC
     assert event.raw["client-ref"] == "order-17" and "sig" not in event.raw
@@ -217,7 +217,7 @@ def test_sample_requests_verify(method: str) -> None:
                       body=sample.body, received_at=NOW)
     event = gateway.parse(gateway.verify(request), request)
     assert event is not None and event.status is Status.SENT
-    if method != "md5hash":  # the SDK speaks the HMAC methods only (PROVIDERS.md §2.8)
+    if method != "md5hash":  # the SDK speaks the HMAC methods only (docs/vonage.md)
         assert Auth(api_key="k", signature_secret=SECRET, signature_method=method).check_signature(
             orjson.loads(sample.body))
 

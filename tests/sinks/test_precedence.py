@@ -1,4 +1,4 @@
-"""SPEC §4 precedence, decided in SQL by each store, against the Python rule (model.current_of) as the
+"""Precedence (docs/events.md), decided in SQL by each store, against the Python rule (model.current_of) as the
 oracle: random callbacks of one message, arriving in random order, with retries, in random batches."""
 
 from __future__ import annotations
