@@ -1,12 +1,52 @@
-"""The sink interface every destination implements, and the Store a readable sink adds."""
+"""The sink interface every destination implements, the Store a readable sink adds, and the Part
+that adds rows to a store's own write."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.model import Status, StatusEvent
+
+IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Rows for one table, written with an event: in the event's own transaction, and only if the
+    event is new (a provider's retry adds none). Names come from code, never from a request."""
+
+    table: str
+    columns: tuple[str, ...]
+    values: tuple[tuple[Any, ...], ...]
+
+    def __post_init__(self) -> None:
+        if not all(IDENTIFIER.fullmatch(name) for name in (self.table, *self.columns)):
+            raise ValueError(f"not a plain SQL name among {self.table}{self.columns}")
+        if any(len(row) != len(self.columns) for row in self.values):
+            raise ValueError(f"a row of {self.table} does not have {len(self.columns)} values")
+
+    def to_json(self) -> list[Any]:
+        return [self.table, list(self.columns), [list(row) for row in self.values]]
+
+    @classmethod
+    def from_json(cls, data: list[Any]) -> Rows:
+        table, columns, values = data
+        return cls(table, tuple(columns), tuple(tuple(row) for row in values))
+
+
+class Part(Protocol):
+    """Another part of the gateway (the forwarding outbox) whose rows commit with the events.
+
+    Its tables come with the store's schema migrations; the store calls `rows` once per event it
+    is given, in the gateway process, before the write.
+    """
+
+    def rows(self, event: StatusEvent) -> Sequence[Rows]: ...
 
 
 class Sink(Protocol):

@@ -12,6 +12,8 @@ committed goes into the next one; up to pool_size batches are in flight at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +21,7 @@ import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
+from gateway.sinks.base import Part, Rows
 from gateway.sinks.batch import Batcher, reason
 from gateway.sinks.sql import SQLReads, first_occurrences
 
@@ -94,12 +97,13 @@ OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.Inte
 class PostgresSink(SQLReads):
     mark = "$"
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256, parts: Sequence[Part] = ()) -> None:
         self._dsn = dsn
+        self._parts = tuple(parts)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         # Up to pool_size batches in flight; what arrives meanwhile joins the next one.
-        self._batches: Batcher[StatusEvent] = Batcher(
+        self._batches: Batcher[tuple[StatusEvent, list[Rows]]] = Batcher(
             self._store, what="the PostgreSQL store", max_batch=max_batch, concurrency=pool_size, deadline=DEADLINE)
 
     async def open(self) -> None:
@@ -124,10 +128,12 @@ class PostgresSink(SQLReads):
             raise SinkUnavailable(f"cannot open the PostgreSQL store: {reason(exc)}") from exc
 
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
-        return self._batches.submit(event)
+        return self._batches.submit((event, [rows for part in self._parts for rows in part.rows(event)]))
 
-    async def _store(self, events: list[StatusEvent]) -> list[bool]:
+    async def _store(self, batch: list[tuple[StatusEvent, list[Rows]]]) -> list[bool]:
+        """The batch in one statement; with the Parts' rows of its new events, all in one transaction."""
         assert self._pool is not None, "open() first"
+        events = [event for event, _ in batch]
         firsts = first_occurrences(e.id for e in events)
         rows = [e for e, first in zip(events, firsts, strict=True) if first]
         columns = (
@@ -135,12 +141,18 @@ class PostgresSink(SQLReads):
             [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
             [e.received_at for e in rows], [e.dumps().decode() for e in rows],
         )
+        extras = [rows for _, rows in batch]
         try:
             async with self._pool.acquire(timeout=TIMEOUT) as conn:
-                inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
+                # The events' statement is its own transaction, unless a Part's rows go with it.
+                async with conn.transaction() if any(extras) else contextlib.nullcontext():
+                    inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
+                    results = [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
+                    if any(extras):
+                        await _insert_extras(conn, list(zip(results, extras, strict=True)))
         except OUTAGE as exc:
             raise SinkUnavailable(f"the PostgreSQL store cannot take events: {reason(exc)}") from exc
-        return [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
+        return results
 
     async def ready(self) -> bool:
         """Writable now: a real (tiny) commit, so a lost server or a read-only one shows here."""
@@ -175,3 +187,13 @@ class PostgresSink(SQLReads):
         except OUTAGE as exc:
             raise SinkUnavailable(f"cannot read the PostgreSQL store: {reason(exc)}") from exc
         return [(record[0], StatusEvent.loads(record[1])) for record in records]
+
+
+async def _insert_extras(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+                         batch: list[tuple[bool, list[Rows]]]) -> None:
+    """The Parts' rows of each event stored now (a duplicate adds none), in the caller's transaction."""
+    for new, extras in batch:
+        for rows in extras if new else ():
+            marks = ", ".join(f"${n}" for n in range(1, len(rows.columns) + 1))
+            await conn.executemany(
+                f"INSERT INTO {rows.table} ({', '.join(rows.columns)}) VALUES ({marks})", rows.values)

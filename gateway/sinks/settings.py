@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
-    from gateway.sinks.base import Sink
+    from collections.abc import Sequence
+
+    from gateway.sinks.base import Part, Sink
 
 
 class SinkSettings(BaseModel):
@@ -28,8 +30,9 @@ class SinkSettings(BaseModel):
         """(what it writes to, said as "file" or "database"): two sinks may not share one."""
         raise NotImplementedError
 
-    def open(self, *, reading: bool = False) -> Sink:
-        """The sink; `reading`: only to read the store back (the CLI), nothing started for writing."""
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
+        """The sink; `reading`: only to read the store back (the CLI), nothing started for writing.
+        `parts`: what adds rows to a store's write (ignored by a sink that is not a store)."""
         raise NotImplementedError
 
 
@@ -43,7 +46,7 @@ class LogSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.path, "standard output" if self.path == "-" else "file"
 
-    def open(self, *, reading: bool = False) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
         from gateway.sinks.log import LogSink
 
         return LogSink(self.path)
@@ -63,11 +66,11 @@ class SQLiteSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.path, "file"
 
-    def open(self, *, reading: bool = False) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
         from gateway.sinks.sqlite import SQLiteSink
 
         return SQLiteSink(self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms,
-                          max_batch=self.max_batch, writer=not reading)
+                          max_batch=self.max_batch, writer=not reading, parts=parts)
 
 
 class PostgresSinkConfig(SinkSettings):
@@ -80,10 +83,10 @@ class PostgresSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.dsn, "database"
 
-    def open(self, *, reading: bool = False) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
         from gateway.sinks.postgres import PostgresSink
 
-        return PostgresSink(self.dsn, pool_size=self.pool_size, max_batch=self.max_batch)
+        return PostgresSink(self.dsn, pool_size=self.pool_size, max_batch=self.max_batch, parts=parts)
 
 
 # The registry: a new sink type is its module, one class above and one entry here.

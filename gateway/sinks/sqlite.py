@@ -11,11 +11,15 @@ import asyncio
 import os
 import sqlite3
 import sys
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
+from gateway.sinks.base import Part
 from gateway.sinks.batch import Batcher, Outcome
 from gateway.sinks.sql import SQLReads
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
@@ -29,10 +33,11 @@ class SQLiteSink(SQLReads):
 
     def __init__(
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
-        writer: bool = True,
+        writer: bool = True, parts: Sequence[Part] = (),
     ) -> None:
         self.path = path
         self._with_writer = writer  # False: reads only (status, tail), no writer process
+        self._parts = tuple(parts)
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
@@ -74,7 +79,11 @@ class SQLiteSink(SQLReads):
         self._answers = asyncio.create_task(self._read_answers(self._writer))
 
     def write(self, event: StatusEvent) -> asyncio.Future[bool]:
-        return self._batches.submit(event.dumps())
+        line = event.dumps()
+        extras = [rows.to_json() for part in self._parts for rows in part.rows(event)]
+        if extras:  # the writer inserts them in the event's transaction (sqlite_writer.extras_of)
+            line += b"\t" + orjson.dumps(extras)
+        return self._batches.submit(line)
 
     async def _commit(self, lines: list[bytes]) -> list[Outcome]:
         writer = self._writer

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from gateway.sinks.base import Rows
 from gateway.sinks.sql import first_occurrences
 
 # Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
@@ -88,12 +89,31 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-def insert_events(conn: sqlite3.Connection, rows: list[Row]) -> list[bool]:
-    """The batch in one statement (its own transaction; the trigger moves current statuses).
+def insert_events(conn: sqlite3.Connection, rows: list[Row], extras: list[list[Rows]] | None = None) -> list[bool]:
+    """The batch in one statement (the trigger moves current statuses), with each new event's extra
+    rows (a Part's, such as the outbox) in the same transaction: all of it commits, or none.
 
     True for each row stored now, False for a duplicate: of a stored event or of an earlier row
     of the same batch. Which rows ON CONFLICT skipped is only looked up when the count says some were.
     """
+    if not extras or not any(extras):
+        return _insert_events(conn, rows)  # one statement: its own transaction
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        results = _insert_events(conn, rows)
+        for new, added in zip(results, extras, strict=True):
+            for part in added if new else ():
+                conn.executemany(
+                    f"INSERT INTO {part.table} ({', '.join(part.columns)})"
+                    f" VALUES ({', '.join('?' * len(part.columns))})", part.values)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return results
+
+
+def _insert_events(conn: sqlite3.Connection, rows: list[Row]) -> list[bool]:
     results = first_occurrences(row[0] for row in rows)
     new = [row for row, first in zip(rows, results, strict=True) if first]
     params: list[Any] = [value for row in new for value in row]

@@ -28,12 +28,20 @@ from contextlib import contextmanager
 import orjson
 
 from gateway.model import STATUS_TABLE
+from gateway.sinks.base import Rows
 from gateway.sinks.sqlite_db import Row, connect, insert_events
 
 RANKS = {status.value: rank for status, (rank, _) in STATUS_TABLE.items()}
 
 
+def extras_of(line: bytes) -> list[Rows]:
+    """A Part's rows ride after a tab (never inside JSON as orjson writes it): [[table, columns, values], …]."""
+    _, tab, extra = line.partition(b"\t")
+    return [Rows.from_json(item) for item in orjson.loads(extra)] if tab else []
+
+
 def row_of(line: bytes) -> Row:
+    line = line.partition(b"\t")[0]
     event = orjson.loads(line)
     status = event["status"]  # an unknown word is a KeyError in RANKS: the line is refused
     return (event["id"], event["provider"], event["message_id"], status, RANKS[status],
@@ -82,11 +90,12 @@ class Writer:
     def commit(self, lines: list[bytes]) -> bytes:
         try:
             rows = [row_of(line) for line in lines]
+            extras = [extras_of(line) for line in lines]
         except (ValueError, KeyError, TypeError) as exc:  # cannot happen from the gateway; never store half
             return f"E the writer received an unreadable event: {exc}\n".encode() * len(lines)
         try:
             with self.turn():
-                results = insert_events(self.connection(), rows)
+                results = insert_events(self.connection(), rows, extras)
         except sqlite3.Error as exc:
             if self.conn is not None:
                 self.conn.close()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import asyncpg
 from gateway.errors import SinkUnavailable
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Store
+from gateway.sinks.base import Rows
 from gateway.sinks import postgres as postgres_module
 from gateway.sinks.postgres import PostgresSink
 from gateway.sinks.sqlite import SQLiteSink
@@ -199,3 +201,66 @@ async def test_ready_is_false_while_the_file_cannot_be_written(sqlite_store: SQL
     assert not await store.ready()
     blocker.execute("ROLLBACK")
     assert await store.ready()
+
+
+# --- a Part's rows commit in the event's own transaction -------------------------------------------
+
+class NotePart:
+    """Adds one row per event to `table`, as the forwarding outbox will: a real Part, no mock."""
+
+    def __init__(self, table: str = "notes") -> None:
+        self.table = table
+
+    def rows(self, event: StatusEvent) -> list[Rows]:
+        return [Rows(self.table, ("event_id", "note"), ((event.id, event.provider_status),))]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_with_part(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[[NotePart], AsyncIterator[Store]]:
+    @asynccontextmanager
+    async def open_store(part: NotePart) -> AsyncIterator[Store]:
+        sink: Store
+        if request.param == "sqlite":
+            sink = SQLiteSink(str(tmp_path / "store.db"), busy_timeout_ms=200, parts=[part])
+        else:
+            sink = PostgresSink(request.getfixturevalue("postgres_dsn"), pool_size=4, parts=[part])
+        await sink.open()
+        await execute(sink, "CREATE TABLE notes (event_id text NOT NULL, note text NOT NULL)")
+        try:
+            yield sink
+        finally:
+            await sink.close()
+
+    return open_store  # type: ignore[return-value]
+
+
+async def execute(store: Store, sql: str) -> None:
+    if isinstance(store, SQLiteSink):
+        sqlite3.connect(store.path, isolation_level=None).execute(sql)
+        return
+    conn = await asyncpg.connect(store._dsn)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def test_a_parts_rows_come_with_each_new_event_and_never_with_a_retry(
+        open_with_part: Callable[[NotePart], Any]) -> None:
+    async with open_with_part(NotePart()) as store:
+        assert await store.write(SENT) is True
+        assert await store.write(event(Status.SENT, "sent", at=9)) is False  # the retry
+        # One batch: a new event, the retry of it, and another new one.
+        late = event(Status.READ, "read", at=11)
+        answers = await asyncio.gather(store.write(DELIVERED), store.write(DELIVERED), store.write(late))
+        assert answers == [True, False, True]
+        assert await count(store, "SELECT count(*) FROM notes") == 3
+        assert await count(store, "SELECT count(*) FROM notes WHERE note = 'delivered'") == 1
+
+
+async def test_an_event_whose_parts_rows_fail_is_not_stored_either(open_with_part: Callable[[NotePart], Any]) -> None:
+    async with open_with_part(NotePart(table="no_such_table")) as store:
+        with pytest.raises(SinkUnavailable):
+            await store.write(SENT)
+        assert await count(store, "SELECT count(*) FROM events") == 0
+        assert await store.current("twilio", "SM1") is None
