@@ -35,24 +35,28 @@ class ProviderContract:
     settings: ClassVar[dict[str, Any]]  # the endpoint's keys in config.yaml, secrets written in
     words: ClassVar[dict[str, Status]]  # some of the vendor's words and what each must become
 
+    message_id: ClassVar[str]
+    tamper: ClassVar[tuple[bytes, bytes]]  # bytes of a signed body, and what they become after signing
+    signature_header: ClassVar[str]  # the header that carries the signature
+
     # --- hooks ------------------------------------------------------------------------------------
-    def signed(self, word: str, message_id: str) -> Request:
-        """A callback for `word`, signed for URL with the configured secret by the vendor's SDK."""
+    def signed(self, word: str, message_id: str, secret: str | None = None) -> Request:
+        """A callback for `word`, signed for URL by the vendor's SDK, with the configured secret
+        unless another is given."""
         raise NotImplementedError
 
     def forged(self, word: str, message_id: str) -> Request:
-        """The same, signed with a secret that is not configured."""
-        raise NotImplementedError
+        return self.signed(word, message_id, secret="not-the-configured-secret-0123456789abcdef")
 
     def tampered(self, request: Request) -> Request:
-        """`request` with its content changed after signing."""
-        raise NotImplementedError
+        old, new = self.tamper
+        assert old in request.body
+        return Request(request.method, request.url, request.headers, request.body.replace(old, new))
 
     def unsigned(self, request: Request) -> Request:
-        """`request` without its signature."""
-        raise NotImplementedError
-
-    message_id: ClassVar[str]
+        headers = {k: v for k, v in request.headers.items() if k != self.signature_header}
+        assert headers != request.headers
+        return Request(request.method, request.url, headers, request.body)
 
     # --- the adapter alone --------------------------------------------------------------------------
     def adapter(self) -> Provider:

@@ -254,18 +254,10 @@ class TestTwilioContract(ProviderContract):
                                           "undelivered": Status.UNDELIVERED}
     message_id = "SM" + "c" * 32
 
-    def signed(self, word: str, message_id: str) -> Request:
-        headers, body = twilio_request(twilio_fields(word, sid=message_id), url=CONTRACT_URL)
-        return Request("POST", CONTRACT_URL, headers, body)
+    tamper = (b"%2B1500", b"%2B1600")
+    signature_header = "X-Twilio-Signature"
 
-    def forged(self, word: str, message_id: str) -> Request:
+    def signed(self, word: str, message_id: str, secret: str | None = None) -> Request:
         headers, body = twilio_request(twilio_fields(word, sid=message_id), url=CONTRACT_URL,
-                                       token="not-the-configured-auth-token-0123")
+                                       token=secret or TWILIO_TOKEN)
         return Request("POST", CONTRACT_URL, headers, body)
-
-    def tampered(self, request: Request) -> Request:
-        return Request(request.method, request.url, request.headers, request.body.replace(b"%2B1500", b"%2B1600"))
-
-    def unsigned(self, request: Request) -> Request:
-        return Request(request.method, request.url,
-                       {k: v for k, v in request.headers.items() if k != "X-Twilio-Signature"}, request.body)

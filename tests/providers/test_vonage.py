@@ -214,18 +214,9 @@ class TestVonageContract(ProviderContract):
                                           "rejected": Status.REJECTED}
     message_id = "cccccccc-bbbb-4ccc-8ddd-0123456789ab"
 
-    def signed(self, word: str, message_id: str) -> Request:
-        headers, body = vonage_request(vonage_payload(word, uuid_=message_id))
+    tamper = (b"4477", b"4478")
+    signature_header = "Authorization"
+
+    def signed(self, word: str, message_id: str, secret: str | None = None) -> Request:
+        headers, body = vonage_request(vonage_payload(word, uuid_=message_id), secret=secret or VONAGE_SECRET)
         return Request("POST", CONTRACT_URL, headers, body)
-
-    def forged(self, word: str, message_id: str) -> Request:
-        headers, body = vonage_request(vonage_payload(word, uuid_=message_id),
-                                       secret="not-the-configured-signature-secret-0123")
-        return Request("POST", CONTRACT_URL, headers, body)
-
-    def tampered(self, request: Request) -> Request:
-        return Request(request.method, request.url, request.headers, request.body.replace(b"4477", b"4478"))
-
-    def unsigned(self, request: Request) -> Request:
-        return Request(request.method, request.url,
-                       {k: v for k, v in request.headers.items() if k != "Authorization"}, request.body)
