@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from gateway import metrics
 from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
@@ -69,7 +70,9 @@ class Gateway:
 
 def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     """The gateway for this config; `clock` is its one source of "now" (tests run it far from the wall clock)."""
-    sinks = [(sink_label(index, sink.type), open_sink(sink)) for index, sink in enumerate(config.sinks)]
+    labels = [sink_label(index, sink.type) for index, sink in enumerate(config.sinks)]
+    sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe))
+             for label, sink in zip(labels, config.sinks, strict=True)]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", partial(readyz, sinks=sinks)),

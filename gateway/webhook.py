@@ -12,10 +12,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
-from functools import partial
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter
 
 from gateway import metrics
 from gateway.clock import Clock
@@ -61,8 +60,7 @@ class CallbackRoute:
         self._ack_headers: Headers = [(b"content-type", media_type.encode()),
                                       (b"content-length", str(len(body)).encode())]
         self._ack_body = body
-        # prometheus-client resolves labels on every .labels() call; the children are fixed, so once.
-        self._sinks = [(sink, metrics.SINK_WRITE.labels(label)) for label, sink in sinks]
+        self._sinks = [sink for _, sink in sinks]  # each sink measures its own writes (gateway_sink_write_seconds)
         self._last_verified = metrics.LAST_VERIFIED.labels(endpoint)
         self._outcomes: dict[str, Counter] = {}
         self._statuses: dict[Status, Counter] = {}
@@ -105,10 +103,7 @@ class CallbackRoute:
 
     async def deliver(self, event: StatusEvent) -> bool:
         """Hand the event to every sink at once, wait for all; False if a store already had its id."""
-        started = time.perf_counter()
-        futures = [sink.write(event) for sink, _ in self._sinks]
-        for future, (_, histogram) in zip(futures, self._sinks, strict=True):
-            future.add_done_callback(partial(_observe, histogram, started))
+        futures = [sink.write(event) for sink in self._sinks]
         new = True
         try:
             for future in futures:
@@ -166,11 +161,6 @@ class CallbackRoute:
             received_at=self.clock(),
             query=query,
         )
-
-
-def _observe(histogram: Histogram, started: float, future: asyncio.Future[bool]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        histogram.observe(time.perf_counter() - started)
 
 
 def _consume(future: asyncio.Future[bool]) -> None:

@@ -7,12 +7,13 @@ from typing import TYPE_CHECKING
 from gateway.sinks.base import Sink, Store
 
 if TYPE_CHECKING:  # not at run time: the SQLite writer process imports this package and needs no pydantic
+    from gateway.sinks.batch import Observe
     from gateway.sinks.settings import SinkSettings
 
 
-def open_sink(config: SinkSettings, *, reading: bool = False) -> Sink:
+def open_sink(config: SinkSettings, *, reading: bool = False, observe: Observe | None = None) -> Sink:
     """`reading`: only to read the store back (the CLI), so nothing is started for writing."""
-    return config.open(reading=reading)
+    return config.open(reading=reading, observe=observe)
 
 
 def is_store(sink: Sink) -> bool:

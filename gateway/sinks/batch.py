@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -22,6 +23,7 @@ from gateway.errors import SinkUnavailable
 T = TypeVar("T")
 Outcome = bool | BaseException
 Commit = Callable[[list[T]], Awaitable[Sequence[Outcome]]]
+Observe = Callable[[float], None]  # seconds from submit until the item was taken (a histogram's observe)
 
 log = logging.getLogger("gateway.sinks")
 
@@ -41,13 +43,14 @@ class Batcher(Generic[T]):
     """Up to `concurrency` batches in flight, each of at most `max_batch` items, each bounded by `deadline`."""
 
     def __init__(self, commit: Commit[T], *, what: str, max_batch: int, concurrency: int = 1,
-                 deadline: float | None = None) -> None:
+                 deadline: float | None = None, observe: Observe | None = None) -> None:
         self._commit = commit
         self._what = what  # "the PostgreSQL store", for the refusal's detail
         self._max_batch = max_batch
         self._concurrency = concurrency
         self._deadline = deadline
-        self._pending: collections.deque[tuple[T, asyncio.Future[bool]]] = collections.deque()
+        self._observe = observe
+        self._pending: collections.deque[tuple[T, asyncio.Future[bool], float]] = collections.deque()
         self._flushers: set[asyncio.Task[None]] = set()
         # Flushers that will still look at _pending: counted by the flusher itself, in the same step
         # that finds _pending empty (a task's done-callback runs a loop turn later, too late to ask).
@@ -56,7 +59,7 @@ class Batcher(Generic[T]):
     def submit(self, item: T) -> asyncio.Future[bool]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[bool] = loop.create_future()
-        self._pending.append((item, future))
+        self._pending.append((item, future, time.perf_counter()))
         # A new batch starts: another flusher, if there is room (a running flusher takes whatever
         # joined after it; a task per item would mostly find nothing to do).
         if (len(self._pending) == 1 or not self._running) and self._running < self._concurrency:
@@ -79,7 +82,7 @@ class Batcher(Generic[T]):
             outcomes: Sequence[Outcome]
             try:
                 async with asyncio.timeout(self._deadline):
-                    outcomes = await self._commit([item for item, _ in batch])
+                    outcomes = await self._commit([item for item, _, _ in batch])
                 if len(outcomes) != len(batch):
                     raise RuntimeError(f"{len(outcomes)} outcomes for a batch of {len(batch)}")
             except SinkUnavailable as exc:
@@ -88,14 +91,17 @@ class Batcher(Generic[T]):
                 outcomes = [SinkUnavailable(f"{self._what} did not answer within {self._deadline:g} s")] * len(batch)
             except asyncio.CancelledError:
                 stopped = SinkUnavailable(f"{self._what} is shutting down")
-                for _, future in batch:
+                for _, future, _ in batch:
                     settle(future, stopped)
                 raise
             except Exception as exc:  # a client library's own error in an outage: never leave a request waiting
                 log.warning("%s failed a batch with %s", self._what, type(exc).__name__)
                 outcomes = [SinkUnavailable(f"{self._what} cannot take events: {reason(exc)}")] * len(batch)
-            for (_, future), outcome in zip(batch, outcomes, strict=True):
+            now = time.perf_counter()
+            for (_, future, submitted), outcome in zip(batch, outcomes, strict=True):
                 settle(future, outcome)
+                if self._observe is not None and not isinstance(outcome, BaseException):
+                    self._observe(now - submitted)
 
     async def drain(self) -> None:
         """Wait until everything submitted so far has been committed (or refused)."""

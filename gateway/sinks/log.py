@@ -13,16 +13,17 @@ from typing import BinaryIO
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent
-from gateway.sinks.batch import Batcher
+from gateway.sinks.batch import Batcher, Observe
 
 
 class LogSink:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, observe: Observe | None = None) -> None:
         self._path = path
         self._out: BinaryIO | None = None
         # The last write failed: not ready until one succeeds (a probe line would pollute the log).
         self._failing = False
-        self._lines: Batcher[bytes] = Batcher(self._write_lines, what="the log sink", max_batch=1 << 16)
+        self._lines: Batcher[bytes] = Batcher(self._write_lines, what="the log sink", max_batch=1 << 16,
+                                              observe=observe)
 
     async def open(self) -> None:
         try:

@@ -22,7 +22,7 @@ import asyncpg
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
 from gateway.sinks.base import Part, Rows
-from gateway.sinks.batch import Batcher, reason
+from gateway.sinks.batch import Batcher, Observe, reason
 from gateway.sinks.sql import SQLReads, first_occurrences
 
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
@@ -97,14 +97,16 @@ OUTAGE = (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.exceptions.Inte
 class PostgresSink(SQLReads):
     mark = "$"
 
-    def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256, parts: Sequence[Part] = ()) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256, parts: Sequence[Part] = (),
+                 observe: Observe | None = None) -> None:
         self._dsn = dsn
         self._parts = tuple(parts)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         # Up to pool_size batches in flight; what arrives meanwhile joins the next one.
         self._batches: Batcher[tuple[StatusEvent, list[Rows]]] = Batcher(
-            self._store, what="the PostgreSQL store", max_batch=max_batch, concurrency=pool_size, deadline=DEADLINE)
+            self._store, what="the PostgreSQL store", max_batch=max_batch, concurrency=pool_size, deadline=DEADLINE,
+            observe=observe)
 
     async def open(self) -> None:
         try:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from gateway.sinks.base import Part, Sink
+    from gateway.sinks.batch import Observe
 
 
 class SinkSettings(BaseModel):
@@ -30,9 +31,11 @@ class SinkSettings(BaseModel):
         """(what it writes to, said as "file" or "database"): two sinks may not share one."""
         raise NotImplementedError
 
-    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = (),
+             observe: Observe | None = None) -> Sink:
         """The sink; `reading`: only to read the store back (the CLI), nothing started for writing.
-        `parts`: what adds rows to a store's write (ignored by a sink that is not a store)."""
+        `parts`: what adds rows to a store's write (ignored by a sink that is not a store);
+        `observe`: takes the seconds each write took (the sink's gateway_sink_write_seconds)."""
         raise NotImplementedError
 
 
@@ -46,10 +49,11 @@ class LogSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.path, "standard output" if self.path == "-" else "file"
 
-    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = (),
+             observe: Observe | None = None) -> Sink:
         from gateway.sinks.log import LogSink
 
-        return LogSink(self.path)
+        return LogSink(self.path, observe=observe)
 
 
 class SQLiteSinkConfig(SinkSettings):
@@ -66,11 +70,12 @@ class SQLiteSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.path, "file"
 
-    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = (),
+             observe: Observe | None = None) -> Sink:
         from gateway.sinks.sqlite import SQLiteSink
 
         return SQLiteSink(self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms,
-                          max_batch=self.max_batch, writer=not reading, parts=parts)
+                          max_batch=self.max_batch, writer=not reading, parts=parts, observe=observe)
 
 
 class PostgresSinkConfig(SinkSettings):
@@ -83,10 +88,12 @@ class PostgresSinkConfig(SinkSettings):
     def target(self) -> tuple[str, str]:
         return self.dsn, "database"
 
-    def open(self, *, reading: bool = False, parts: Sequence[Part] = ()) -> Sink:
+    def open(self, *, reading: bool = False, parts: Sequence[Part] = (),
+             observe: Observe | None = None) -> Sink:
         from gateway.sinks.postgres import PostgresSink
 
-        return PostgresSink(self.dsn, pool_size=self.pool_size, max_batch=self.max_batch, parts=parts)
+        return PostgresSink(self.dsn, pool_size=self.pool_size, max_batch=self.max_batch, parts=parts,
+                            observe=observe)
 
 
 # The registry: a new sink type is its module, one class above and one entry here.

@@ -20,7 +20,7 @@ import orjson
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
 from gateway.sinks.base import Part
-from gateway.sinks.batch import Batcher, Outcome
+from gateway.sinks.batch import Batcher, Observe, Outcome
 from gateway.sinks.sql import SQLReads
 from gateway.sinks.sqlite_db import connect, heartbeat, migrate
 
@@ -33,7 +33,7 @@ class SQLiteSink(SQLReads):
 
     def __init__(
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
-        writer: bool = True, parts: Sequence[Part] = (),
+        writer: bool = True, parts: Sequence[Part] = (), observe: Observe | None = None,
     ) -> None:
         self.path = path
         self._with_writer = writer  # False: reads only (status, tail), no writer process
@@ -45,7 +45,8 @@ class SQLiteSink(SQLReads):
         self._answers: asyncio.Task[None] | None = None
         # One batch at a time goes to the writer; while it commits, the next one gathers here: one
         # pipe write per commit. The writer splits what it reads into transactions of max_batch.
-        self._batches: Batcher[bytes] = Batcher(self._commit, what="the SQLite store", max_batch=1 << 16)
+        self._batches: Batcher[bytes] = Batcher(self._commit, what="the SQLite store", max_batch=1 << 16,
+                                                observe=observe)
         self._batch: asyncio.Future[list[Outcome]] | None = None  # the answers to the batch sent
         self._expected = 0
         self._answered: list[Outcome] = []
