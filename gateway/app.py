@@ -19,6 +19,7 @@ from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, from_http, refusal
+from gateway.forward import NOT_SENT_YET
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Sink, Store, is_store, open_sink, sink_label
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
@@ -86,6 +87,8 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
+    if config.forward:
+        log.warning(NOT_SENT_YET)
     app.state.store = store
     return Gateway(callbacks, app, sinks)
 

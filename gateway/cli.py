@@ -18,6 +18,7 @@ import orjson
 from gateway import devmode
 from gateway.config import Config, load_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
+from gateway.forward import NOT_SENT_YET
 from gateway.model import Status, StatusEvent
 from gateway.simulate import SCENARIOS
 from gateway.sinks.settings import STORE_TYPES
@@ -122,6 +123,16 @@ def check(config_path: str | None) -> None:
         where = getattr(sink, "path", None) or "(dsn from the environment)"
         click.echo(f"sink {sink.type}: {where}")
     click.echo(f"/v1 API: {api_state(config)}")
+    if config.forward:
+        click.echo(f"warning: {NOT_SENT_YET}")
+    for subscription in config.forward.subscriptions if config.forward else ():  # never its secrets
+        filters = [f"events {', '.join(subscription.events)}"]
+        filters += [f"providers {', '.join(subscription.providers)}"] if subscription.providers else []
+        filters += [f"endpoints {', '.join(subscription.endpoints)}"] if subscription.endpoints else []
+        filters += ["final only"] if subscription.final_only else []
+        filters += ["with raw"] if subscription.include_raw else []
+        click.echo(f"subscription {subscription.name}: {subscription.url} ({'; '.join(filters)}; "
+                   f"{len(subscription.secret)} secret{'s' if len(subscription.secret) > 1 else ''})")
 
 
 def api_state(config: Config) -> str:

@@ -16,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gateway.errors import ConfigError
+from gateway.forward.settings import ForwardConfig
 from gateway.sinks.settings import SINK_TYPES, SinkConfig, SinkSettings, SQLiteSinkConfig
-from providers import PROVIDERS
+from providers import EVENT_PROVIDERS, PROVIDERS
 from providers.base import Provider
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
@@ -57,6 +58,7 @@ class Document(Strict):
     endpoints: list[dict[str, Any]]
     # An empty list would acknowledge every callback and keep none of them.
     sinks: list[SinkConfig] = Field(default_factory=lambda: _embedded_default(), min_length=1)
+    forward: ForwardConfig | None = None
 
 
 def _embedded_default() -> list[SinkConfig]:
@@ -81,6 +83,7 @@ class Config:
     endpoints: tuple[Endpoint, ...]
     sinks: tuple[SinkSettings, ...]
     path: Path | None = None
+    forward: ForwardConfig | None = None  # None: nothing is forwarded
 
     def endpoint(self, name: str) -> Endpoint:
         for endpoint in self.endpoints:
@@ -152,7 +155,7 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     config = parse_config(read_document(source), os.environ if env is None else env)
     sinks = tuple(sink.resolved(source.parent) for sink in config.sinks)
     _one_sink_per_target(sinks)
-    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source)
+    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source, forward=config.forward)
 
 
 def _one_sink_per_target(sinks: tuple[SinkSettings, ...]) -> None:
@@ -183,7 +186,7 @@ def parse_config(tree: Any, env: Mapping[str, str]) -> Config:
     try:
         document = Document.model_validate(expanded)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, names)) from None
+        raise ConfigError(_describe(exc, names, tree)) from None
     endpoints = tuple(_endpoint(i, raw) for i, raw in enumerate(document.endpoints))
     seen_paths: dict[str, str] = {}
     seen_names: set[str] = set()
@@ -197,7 +200,29 @@ def parse_config(tree: Any, env: Mapping[str, str]) -> Config:
                 f"{seen_paths[endpoint.path]}"
             )
         seen_paths[endpoint.path] = endpoint.name
-    return Config(server=document.server, endpoints=endpoints, sinks=tuple(document.sinks))
+    if document.forward is not None:
+        _check_forward(document.forward, endpoints, document.sinks)
+    return Config(server=document.server, endpoints=endpoints, sinks=tuple(document.sinks), forward=document.forward)
+
+
+def _check_forward(forward: ForwardConfig, endpoints: tuple[Endpoint, ...], sinks: list[SinkConfig]) -> None:
+    """What pydantic cannot see alone: names that must be unique or must exist elsewhere in the config."""
+    if not any(sink.store for sink in sinks):
+        raise ConfigError("forward: needs a store sink (sqlite or postgres) to keep its outbox in")
+    seen: set[str] = set()
+    names = {endpoint.name for endpoint in endpoints}
+    for subscription in forward.subscriptions:
+        where = f"subscription {subscription.name}"
+        if subscription.name in seen:
+            raise ConfigError(f"{where}: the name is used twice")
+        seen.add(subscription.name)
+        for provider in subscription.providers or ():
+            if provider not in EVENT_PROVIDERS:
+                raise ConfigError(f"{where}: providers: {provider!r} is not an events' provider "
+                                  f"(one of {', '.join(EVENT_PROVIDERS)}; to pick one endpoint, use endpoints)")
+        for name in subscription.endpoints or ():
+            if name not in names:
+                raise ConfigError(f"{where}: endpoints: no endpoint named {name!r}")
 
 
 def _endpoint(index: int, raw: dict[str, Any]) -> Endpoint:
@@ -225,10 +250,24 @@ def _endpoint(index: int, raw: dict[str, Any]) -> Endpoint:
     return Endpoint(name=name, provider=provider, path=path, settings=settings)
 
 
-def _describe(exc: ValidationError, names: list[Any]) -> str:
+def _subscription_name(tree: Any, index: int) -> str:
+    try:
+        name = tree["forward"]["subscriptions"][index]["name"]
+    except (KeyError, IndexError, TypeError):
+        name = None
+    return f"subscription {name}" if isinstance(name, str) else f"forward.subscriptions[{index}]"
+
+
+def _describe(exc: ValidationError, names: list[Any], tree: Any = None) -> str:
     first = exc.errors()[0]
     loc = [str(p) for p in first["loc"]]
-    message = "is missing" if first["type"] == "missing" else first["msg"].lower()
+    message = "is missing" if first["type"] == "missing" else first["msg"].lower().removeprefix("value error, ")
+    if loc[:2] == ["forward", "subscriptions"] and len(loc) > 2 and loc[2].isdigit():
+        # As an endpoint's: "subscription crm: secret must start with whsec_ …", the message as written.
+        text = first["msg"].removeprefix("Value error, ")
+        text = "is missing" if first["type"] == "missing" else text[:1].lower() + text[1:]
+        key = ".".join(loc[3:4]) or "settings"
+        return f"{_subscription_name(tree, int(loc[2]))}: {key} {text}"
     if first["type"] == "union_tag_invalid":
         message = f"type must be one of {', '.join(SINK_TYPES)}"
     elif first["type"] == "too_short" and loc == ["sinks"]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import queue
@@ -78,6 +79,22 @@ def test_check_says_what_v1_will_do(tmp_path: Path, api_token: str, sinks: list[
     if sinks is not None:
         document["sinks"] = sinks
     assert expected in run("check", "--config", write_config(tmp_path, document)).output.splitlines()
+
+
+def test_check_lists_the_subscriptions_without_their_secrets(tmp_path: Path) -> None:
+    secret = "whsec_" + base64.b64encode(b"q" * 32).decode()
+    document = config_document(tmp_path)
+    document["forward"] = {"subscriptions": [
+        {"name": "crm", "url": "https://crm.example.com/hooks", "secret": "${CRM_SECRET}"},
+        {"name": "ops", "url": "https://ops.example.com/sms", "secret": ["${CRM_SECRET}", secret],
+         "providers": ["vonage"], "final_only": True}]}
+    result = run("check", "--config", write_config(tmp_path, document), env={**ENV, "CRM_SECRET": secret})
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[-3:] == [
+        "warning: forward: is validated, but this version does not send webhooks yet (the outbox comes next)",
+        "subscription crm: https://crm.example.com/hooks (events *; 1 secret)",
+        "subscription ops: https://ops.example.com/sms (events *; providers vonage; final only; 2 secrets)"]
+    assert secret.removeprefix("whsec_") not in result.output
 
 
 def simulate(gateway: GatewayProcess, provider: str, *args: str) -> Result:

@@ -1,0 +1,56 @@
+"""Which subscriptions an event goes to, and the body it carries."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime, timezone
+
+import orjson
+import pytest
+
+from gateway.forward.payload import body, event_type, wants
+from gateway.forward.settings import Subscription
+from gateway.model import Status, StatusEvent
+
+SECRET = "whsec_" + base64.b64encode(b"k" * 32).decode()
+
+
+def subscription(**options: object) -> Subscription:
+    return Subscription.model_validate({"name": "crm", "url": "https://crm.example.com/hooks", "secret": SECRET,
+                                        **options})
+
+
+def event(status: Status, *, provider: str = "twilio", endpoint: str = "twilio-main", at: int = 1) -> StatusEvent:
+    return StatusEvent(provider=provider, endpoint=endpoint, message_id="SM1", status=status,
+                       provider_status=status.value, received_at=f"2026-01-01T00:00:0{at}.000000Z",
+                       raw={"MessageSid": "SM1"})
+
+
+@pytest.mark.parametrize(("options", "sent", "expected"), [
+    ({}, event(Status.SENT), True),
+    ({"events": ["message.status.*"]}, event(Status.QUEUED), True),
+    ({"events": ["message.status.delivered", "message.status.read"]}, event(Status.SENT), False),
+    ({"events": ["message.status.delivered", "message.status.read"]}, event(Status.READ), True),
+    ({"providers": ["vonage"]}, event(Status.SENT), False),
+    ({"providers": ["vonage"]}, event(Status.SENT, provider="vonage", endpoint="vonage-main"), True),
+    ({"endpoints": ["twilio-eu"]}, event(Status.SENT), False),
+    ({"endpoints": ["twilio-main"]}, event(Status.SENT), True),
+    ({"final_only": True}, event(Status.SENT), False),
+    ({"final_only": True}, event(Status.UNDELIVERED), True),
+], ids=["all", "glob", "not-listed", "listed", "other-provider", "provider", "other-endpoint", "endpoint",
+        "not-final", "final"])
+def test_filters(options: dict[str, object], sent: StatusEvent, expected: bool) -> None:
+    assert wants(subscription(**options), sent) is expected
+
+
+def test_the_body_carries_the_event_its_type_and_the_current_status_after_precedence() -> None:
+    delivered, late_sent = event(Status.DELIVERED, at=1), event(Status.SENT, at=2)
+    at = datetime(2026, 1, 1, 0, 0, 3, tzinfo=timezone.utc)
+    sent = orjson.loads(body(late_sent, delivered, include_raw=False, at=at))
+    assert (sent["type"], sent["timestamp"]) == ("message.status.sent", "2026-01-01T00:00:03.000000Z")
+    assert sent["data"]["current"] == {"status": "delivered", "final": True, "updated_at": delivered.received_at}
+    assert {k: v for k, v in sent["data"].items() if k != "current"} == {
+        k: v for k, v in late_sent.to_json().items() if k != "raw"}
+    with_raw = orjson.loads(body(late_sent, delivered, include_raw=True, at=at))
+    assert with_raw["data"]["raw"] == {"MessageSid": "SM1"}
+    assert event_type(delivered) == "message.status.delivered"
