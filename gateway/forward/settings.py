@@ -8,7 +8,7 @@ import fnmatch
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, field_validator
 
 from gateway.model import Status
 
@@ -70,6 +70,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+SHAPES = {  # field → (the pattern it must match, what to tell the user)
+    "name": (r"[a-z0-9_-]+", "must be lower-case letters, digits, '-' and '_'"),
+    "url": (r"https?://[^/?#\s]+[^#\s]*", "must be an http(s) URL without a fragment"),
+}
+
+
 class Subscription(Strict):
     name: str
     url: str
@@ -80,19 +86,13 @@ class Subscription(Strict):
     final_only: bool = False  # only events whose status is final
     include_raw: bool = False  # the provider's raw payload in data.raw
 
-    @field_validator("name")
+    @field_validator("name", "url")
     @classmethod
-    def _name(cls, name: str) -> str:
-        if not re.fullmatch(r"[a-z0-9_-]+", name):
-            raise ValueError("must be lower-case letters, digits, '-' and '_'")
-        return name
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, url: str) -> str:
-        if not re.fullmatch(r"https?://[^/?#\s]+[^#\s]*", url):
-            raise ValueError("must be an http(s) URL without a fragment")
-        return url
+    def _shaped(cls, value: str, info: ValidationInfo) -> str:
+        pattern, why = SHAPES[info.field_name or ""]
+        if not re.fullmatch(pattern, value):
+            raise ValueError(why)
+        return value
 
     @field_validator("events")
     @classmethod
