@@ -158,8 +158,8 @@ def urls(config_path: str | None) -> None:
     except ConfigError as exc:
         _fail(str(exc))
     if missing:
-        click.echo(f"warning: {', '.join(sorted(missing))} not set: the gateway will not start until "
-                   "they are (the URLs do not depend on them).\n", err=True)
+        click.echo(f"warning: {', '.join(sorted(missing))} not set: `serve` needs them (`serve --dev` makes "
+                   "development values); the URLs do not depend on them.\n", err=True)
     env = {**os.environ, **{name: "unset" for name in missing}}
     try:
         config = load_config(path, env)
