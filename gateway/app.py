@@ -87,9 +87,9 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
+    app.state.store = store
     if config.forward:
         log.warning(NOT_SENT_YET)
-    app.state.store = store
     return Gateway(callbacks, app, sinks)
 
 

@@ -16,7 +16,7 @@ import click
 import orjson
 
 from gateway import devmode
-from gateway.config import Config, load_config, read_document, required_variables, resolve_path
+from gateway.config import Config, load_config, parse_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
 from gateway.forward import NOT_SENT_YET
 from gateway.model import Status, StatusEvent
@@ -154,15 +154,18 @@ def urls(config_path: str | None) -> None:
     """
     path = resolve_path(config_path)
     try:
-        missing = devmode.unset(required_variables(read_document(path)))
+        tree = read_document(path)
+        missing = devmode.unset(required_variables(tree))
     except ConfigError as exc:
         _fail(str(exc))
+    if isinstance(tree, dict):
+        tree.pop("forward", None)  # subscriptions have no URL to paste (and placeholders are no whsec_ secrets)
     if missing:
         click.echo(f"warning: {', '.join(sorted(missing))} not set: `serve` needs them (`serve --dev` makes "
                    "development values); the URLs do not depend on them.\n", err=True)
     env = {**os.environ, **{name: "unset" for name in missing}}
     try:
-        config = load_config(path, env)
+        config = parse_config(tree, env)
     except ConfigError as exc:
         _fail(str(exc))
     base = config.server.public_url or f"http://{config.server.host}:{config.server.port}"

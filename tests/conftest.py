@@ -166,6 +166,9 @@ def start_gateway(tmp_path: Path, document: dict[str, Any], *args: str,
     line = started.get(timeout=60)
     if line is None:
         process.wait(10)
+        gateway.pump.join(10)
+        assert process.stderr is not None
+        process.stderr.close()
         raise RuntimeError("gateway did not start:\n" + "".join(gateway.lines))
     match = re.search(r"running on (http://\S+:\d+)", line)
     assert match, line

@@ -67,6 +67,15 @@ def test_urls_come_first_and_name_the_unset_secrets_as_a_warning(tmp_path: Path)
     assert "unset" not in result.stdout  # the placeholder that let the config load is never shown
 
 
+def test_urls_need_no_forwarding_secret_either(tmp_path: Path) -> None:
+    document = config_document(tmp_path)
+    document["forward"] = {"subscriptions": [{"name": "crm", "url": "https://crm.example.com/h",
+                                              "secret": "${CRM_SECRET}"}]}
+    result = CliRunner().invoke(main, ["urls", "--config", write_config(tmp_path, document)], env=NO_SECRETS)
+    assert result.exit_code == 0, result.output
+    assert "CRM_SECRET" in result.stderr and "https://gw.example.com/webhooks/vonage/main\n" in result.stdout
+
+
 @pytest.mark.parametrize(("api_token", "sinks", "expected"), [
     ("t0ken-0123456789", None, "/v1 API: on (bearer token server.api_token)"),
     ("", None, "/v1 API: off (404: server.api_token is empty)"),

@@ -90,9 +90,12 @@ class SQLiteSink(SQLReads):
         writer = self._writer
         if writer is None or writer.returncode is not None or writer.stdin is None:
             raise SinkUnavailable("the SQLite writer is not running; it is being restarted")
+        try:
+            writer.stdin.write(b"\n".join(lines) + b"\n")
+        except (OSError, RuntimeError) as exc:  # the pipe of a writer that just died
+            raise SinkUnavailable("the SQLite writer stopped") from exc
         self._batch = asyncio.get_running_loop().create_future()
         self._expected, self._answered = len(lines), []
-        writer.stdin.write(b"\n".join(lines) + b"\n")
         return await self._batch
 
     async def _read_answers(self, writer: asyncio.subprocess.Process) -> None:

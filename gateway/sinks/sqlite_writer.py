@@ -7,7 +7,9 @@ writer thread needs it back after every SQLite call; it waited longer for the GI
 (docs/benchmarks.md). In its own process the writer commits while the gateway parses the next
 callbacks, truly in parallel.
 
-Protocol: each input line is one event as StatusEvent.dumps() writes it. Lines are taken in
+Protocol: each input line is one event as StatusEvent.dumps() writes it, optionally followed by a
+tab and the JSON list of a Part's rows (sinks/base.py Rows), which are inserted in the same
+transaction, and only if the event is new (orjson never writes a raw tab). Lines are taken in
 batches of whatever has arrived (at most MAX_BATCH), each batch committed in one transaction;
 then one line per event, in input order: `1` stored, `0` duplicate, `E <reason>` not stored.
 End of input (the gateway closed the pipe, or died) commits what was read, then exits, so
