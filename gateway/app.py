@@ -20,8 +20,9 @@ from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, from_http, refusal
 from gateway.forward import NOT_SENT_YET
+from gateway.forward.outbox import Outbox
 from gateway.metrics import metrics_endpoint
-from gateway.sinks import Sink, Store, is_store, open_sink, sink_label
+from gateway.sinks import Part, Sink, Store, is_store, open_sink, sink_label
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
@@ -72,7 +73,9 @@ class Gateway:
 def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     """The gateway for this config; `clock` is its one source of "now" (tests run it far from the wall clock)."""
     labels = [sink_label(index, sink.type) for index, sink in enumerate(config.sinks)]
-    sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe))
+    # The outbox's rows commit with each event, in the store's own transaction.
+    parts: list[Part] = [Outbox(config.forward.subscriptions)] if config.forward else []
+    sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe, parts=parts))
              for label, sink in zip(labels, config.sinks, strict=True)]
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),

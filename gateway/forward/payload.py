@@ -1,6 +1,6 @@
 """Which subscriptions an event goes to, and the body it goes with (SPEC §7).
 
-The body is made once, when the event is stored, and every attempt sends those same bytes:
+The body is made when the event is stored, and every attempt sends those same bytes:
 `{"type": "message.status.<status>", "timestamp", "data": <the event, raw only with include_raw,
 plus "current": the message's status after precedence>}`, so a receiver can ignore a late `sent`.
 """
@@ -8,12 +8,11 @@ plus "current": the message's status after precedence>}`, so a receiver can igno
 from __future__ import annotations
 
 import fnmatch
-from datetime import datetime
 
 import orjson
 
 from gateway.forward.settings import Subscription
-from gateway.model import StatusEvent, utc_iso
+from gateway.model import StatusEvent
 
 
 def event_type(event: StatusEvent) -> str:
@@ -29,10 +28,21 @@ def wants(subscription: Subscription, event: StatusEvent) -> bool:
             and (not subscription.final_only or event.final))
 
 
-def body(event: StatusEvent, current: StatusEvent, *, include_raw: bool, at: datetime) -> bytes:
-    """The request body; `current` is the message's event that holds its status after this one was stored."""
+def body(event: StatusEvent, *, include_raw: bool) -> bytes:
+    """The request body without data.current, which the store adds when it writes the delivery row.
+
+    `timestamp` is when the gateway received the event; data is its last key, so with_current()
+    can close it with the current status.
+    """
     data = event.to_json()
     if not include_raw:
         del data["raw"]
-    data["current"] = {"status": current.status.value, "final": current.final, "updated_at": current.received_at}
-    return orjson.dumps({"type": event_type(event), "timestamp": utc_iso(at), "data": data})
+    return orjson.dumps({"type": event_type(event), "timestamp": event.received_at, "data": data})
+
+
+def with_current(body: bytes, current: bytes) -> bytes:
+    """The bytes sent: body with data.current, the message's {"status", "final", "updated_at"} as it
+    stood when this event was stored (both parts are stored, so every attempt sends the same bytes)."""
+    if not body.endswith(b"}}"):
+        raise ValueError("not a body made by payload.body")
+    return body[:-2] + b',"current":' + current + b"}}"

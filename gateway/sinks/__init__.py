@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.sinks.base import Sink, Store
+from gateway.sinks.base import Part, Sink, Store
 
-if TYPE_CHECKING:  # not at run time: the SQLite writer process imports this package and needs no pydantic
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    # not at run time: the SQLite writer process imports this package and needs no pydantic
     from gateway.sinks.batch import Observe
     from gateway.sinks.settings import SinkSettings
 
 
-def open_sink(config: SinkSettings, *, reading: bool = False, observe: Observe | None = None) -> Sink:
+def open_sink(config: SinkSettings, *, reading: bool = False, observe: Observe | None = None,
+              parts: Sequence[Part] = ()) -> Sink:
     """`reading`: only to read the store back (the CLI), so nothing is started for writing."""
-    return config.open(reading=reading, observe=observe)
+    return config.open(reading=reading, observe=observe, parts=parts)
 
 
 def is_store(sink: Sink) -> bool:
@@ -25,4 +29,4 @@ def sink_label(index: int, type_: str) -> str:
     return f"sinks.{index}:{type_}"
 
 
-__all__ = ["Sink", "Store", "is_store", "open_sink", "sink_label"]
+__all__ = ["Part", "Sink", "Store", "is_store", "open_sink", "sink_label"]

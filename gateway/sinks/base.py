@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+import orjson
+
 from gateway.model import Status, StatusEvent
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -23,20 +25,37 @@ class Rows:
     table: str
     columns: tuple[str, ...]
     values: tuple[tuple[Any, ...], ...]
+    # A column the store fills, in the same transaction, with the message's current status after
+    # this write, as JSON {"status", "final", "updated_at"} (its value in `values` is ignored).
+    current: str | None = None
 
     def __post_init__(self) -> None:
+        if self.current is not None and self.current not in self.columns:
+            raise ValueError(f"{self.current} is not a column of {self.table}")
         if not all(IDENTIFIER.fullmatch(name) for name in (self.table, *self.columns)):
             raise ValueError(f"not a plain SQL name among {self.table}{self.columns}")
         if any(len(row) != len(self.columns) for row in self.values):
             raise ValueError(f"a row of {self.table} does not have {len(self.columns)} values")
 
     def to_json(self) -> list[Any]:
-        return [self.table, list(self.columns), [list(row) for row in self.values]]
+        return [self.table, list(self.columns), [list(row) for row in self.values], self.current]
 
     @classmethod
     def from_json(cls, data: list[Any]) -> Rows:
-        table, columns, values = data
-        return cls(table, tuple(columns), tuple(tuple(row) for row in values))
+        table, columns, values, current = data
+        return cls(table, tuple(columns), tuple(tuple(row) for row in values), current)
+
+    def with_current(self, current: str) -> list[tuple[Any, ...]]:
+        """The rows to insert, with the current-status column filled in."""
+        if self.current is None:
+            return list(self.values)
+        at = self.columns.index(self.current)
+        return [(*row[:at], current, *row[at + 1:]) for row in self.values]
+
+
+def current_json(status: str, received_at: str) -> str:
+    """The {"status", "final", "updated_at"} of a message whose current event has this status."""
+    return orjson.dumps({"status": status, "final": Status(status).final, "updated_at": received_at}).decode()
 
 
 class Part(Protocol):

@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import Part, Rows
+from gateway.sinks.base import Part, Rows, current_json
 from gateway.sinks.batch import Batcher, Observe, reason
 from gateway.sinks.sql import SQLReads, first_occurrences
 
@@ -56,6 +56,24 @@ MIGRATIONS: list[list[str]] = [
             PRIMARY KEY (provider, message_id)
         )""",
         "CREATE TABLE heartbeat (id integer PRIMARY KEY, at text NOT NULL)",
+    ],
+    [  # 2: the forwarding outbox, one row per (subscription, event), written with the event
+        """CREATE TABLE deliveries (
+            id text PRIMARY KEY,
+            subscription text NOT NULL,
+            event_id text NOT NULL,
+            provider text NOT NULL,
+            message_id text NOT NULL,
+            body text NOT NULL,
+            current text NOT NULL,
+            state text NOT NULL,
+            attempts integer NOT NULL,
+            next_at text NOT NULL,
+            lease_until text,
+            created_at text NOT NULL
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+        "CREATE INDEX deliveries_by_message ON deliveries (provider, message_id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -151,7 +169,7 @@ class PostgresSink(SQLReads):
                     inserted = {record[0] for record in await conn.fetch(STORE_BATCH, *columns)}
                     results = [first and e.id in inserted for e, first in zip(events, firsts, strict=True)]
                     if any(extras):
-                        await _insert_extras(conn, list(zip(results, extras, strict=True)))
+                        await _insert_extras(conn, list(zip(events, results, extras, strict=True)))
         except OUTAGE as exc:
             raise SinkUnavailable(f"the PostgreSQL store cannot take events: {reason(exc)}") from exc
         return results
@@ -192,10 +210,18 @@ class PostgresSink(SQLReads):
 
 
 async def _insert_extras(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
-                         batch: list[tuple[bool, list[Rows]]]) -> None:
-    """The Parts' rows of each event stored now (a duplicate adds none), in the caller's transaction."""
-    for new, extras in batch:
+                         batch: list[tuple[StatusEvent, bool, list[Rows]]]) -> None:
+    """The Parts' rows of each event stored now (a duplicate adds none), in the caller's transaction,
+    with the current status of each message as the batch left it."""
+    wanted = sorted({(e.provider, e.message_id) for e, new, extras in batch
+                     if new and any(rows.current for rows in extras)})
+    currents = {(record[0], record[1]): current_json(record[2], record[3]) for record in await conn.fetch(
+        "SELECT m.provider, m.message_id, e.status, e.received_at FROM messages m JOIN events e ON e.id = m.event_id"
+        " JOIN unnest($1::text[], $2::text[]) AS w (provider, message_id)"
+        " ON w.provider = m.provider AND w.message_id = m.message_id",
+        [p for p, _ in wanted], [m for _, m in wanted])} if wanted else {}
+    for event, new, extras in batch:
         for rows in extras if new else ():
             marks = ", ".join(f"${n}" for n in range(1, len(rows.columns) + 1))
-            await conn.executemany(
-                f"INSERT INTO {rows.table} ({', '.join(rows.columns)}) VALUES ({marks})", rows.values)
+            await conn.executemany(f"INSERT INTO {rows.table} ({', '.join(rows.columns)}) VALUES ({marks})",
+                                   rows.with_current(currents.get((event.provider, event.message_id), "")))

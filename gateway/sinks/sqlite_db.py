@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from gateway.sinks.base import Rows
+from gateway.sinks.base import Rows, current_json
 from gateway.sinks.sql import first_occurrences
 
 # Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
@@ -52,6 +52,24 @@ MIGRATIONS: list[list[str]] = [
                 > (messages.rank, messages.occurred_at, messages.received_at);
         END""",
         "CREATE TABLE heartbeat (id INTEGER PRIMARY KEY, at TEXT NOT NULL)",
+    ],
+    [  # 2: the forwarding outbox, one row per (subscription, event), written with the event
+        """CREATE TABLE deliveries (
+            id TEXT PRIMARY KEY,
+            subscription TEXT NOT NULL,
+            event_id TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            body BLOB NOT NULL,
+            current TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL,
+            next_at TEXT NOT NULL,
+            lease_until TEXT,
+            created_at TEXT NOT NULL
+        )""",
+        "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
+        "CREATE INDEX deliveries_by_message ON deliveries (provider, message_id)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -101,11 +119,18 @@ def insert_events(conn: sqlite3.Connection, rows: list[Row], extras: list[list[R
     conn.execute("BEGIN IMMEDIATE")
     try:
         results = _insert_events(conn, rows)
-        for new, added in zip(results, extras, strict=True):
+        currents: dict[tuple[str, str], str] = {}
+        for row, new, added in zip(rows, results, extras, strict=True):
             for part in added if new else ():
+                key = (row[1], row[2])  # provider, message_id
+                if part.current is not None and key not in currents:
+                    currents[key] = current_json(*conn.execute(
+                        "SELECT e.status, e.received_at FROM messages m JOIN events e ON e.provider = m.provider"
+                        " AND e.message_id = m.message_id AND e.id = m.event_id"
+                        " WHERE m.provider = ? AND m.message_id = ?", key).fetchone())
                 conn.executemany(
                     f"INSERT INTO {part.table} ({', '.join(part.columns)})"
-                    f" VALUES ({', '.join('?' * len(part.columns))})", part.values)
+                    f" VALUES ({', '.join('?' * len(part.columns))})", part.with_current(currents.get(key, "")))
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import base64
-from datetime import datetime, timezone
 
 import orjson
 import pytest
 
-from gateway.forward.payload import body, event_type, wants
+from gateway.forward.payload import body, event_type, wants, with_current
 from gateway.forward.settings import Subscription
 from gateway.model import Status, StatusEvent
 
@@ -43,14 +42,14 @@ def test_filters(options: dict[str, object], sent: StatusEvent, expected: bool) 
     assert wants(subscription(**options), sent) is expected
 
 
-def test_the_body_carries_the_event_its_type_and_the_current_status_after_precedence() -> None:
+def test_the_body_carries_the_event_its_type_and_the_current_status() -> None:
     delivered, late_sent = event(Status.DELIVERED, at=1), event(Status.SENT, at=2)
-    at = datetime(2026, 1, 1, 0, 0, 3, tzinfo=timezone.utc)
-    sent = orjson.loads(body(late_sent, delivered, include_raw=False, at=at))
-    assert (sent["type"], sent["timestamp"]) == ("message.status.sent", "2026-01-01T00:00:03.000000Z")
+    current = orjson.dumps({"status": "delivered", "final": True, "updated_at": delivered.received_at})
+    sent = orjson.loads(with_current(body(late_sent, include_raw=False), current))
+    assert (sent["type"], sent["timestamp"]) == ("message.status.sent", late_sent.received_at)
     assert sent["data"]["current"] == {"status": "delivered", "final": True, "updated_at": delivered.received_at}
     assert {k: v for k, v in sent["data"].items() if k != "current"} == {
         k: v for k, v in late_sent.to_json().items() if k != "raw"}
-    with_raw = orjson.loads(body(late_sent, delivered, include_raw=True, at=at))
+    with_raw = orjson.loads(with_current(body(late_sent, include_raw=True), current))
     assert with_raw["data"]["raw"] == {"MessageSid": "SM1"}
     assert event_type(delivered) == "message.status.delivered"
