@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
 from typing import cast
@@ -19,10 +20,11 @@ from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, from_http, refusal
-from gateway.forward import NOT_SENT_YET
-from gateway.forward.outbox import Outbox
+from gateway.forward.dispatcher import Dispatcher
+from gateway.forward.outbox import Outbox as OutboxPart
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Part, Sink, Store, is_store, open_sink, sink_label
+from gateway.sinks.base import Outbox
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
@@ -37,10 +39,12 @@ class Gateway:
     cannot open fails the start-up with its one-line reason (uvicorn then exits with status 3).
     """
 
-    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks) -> None:
+    def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks,
+                 dispatcher: Dispatcher | None = None) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
+        self.dispatcher = dispatcher
         self.state = rest.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -61,6 +65,9 @@ class Gateway:
                 for _, sink in self.sinks:
                     await sink.open()
                     opened.push_async_callback(sink.close)
+                if self.dispatcher is not None:  # stopped before the sinks close
+                    await self.dispatcher.start()
+                    opened.push_async_callback(self.dispatcher.stop)
             except GatewayError as exc:
                 log.error("cannot start: %s", exc)
                 await send({"type": "lifespan.startup.failed", "message": ""})
@@ -73,16 +80,21 @@ class Gateway:
 def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     """The gateway for this config; `clock` is its one source of "now" (tests run it far from the wall clock)."""
     labels = [sink_label(index, sink.type) for index, sink in enumerate(config.sinks)]
-    # The outbox's rows commit with each event, in the store's own transaction.
-    parts: list[Part] = [Outbox(config.forward.subscriptions)] if config.forward else []
-    sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe, parts=parts))
-             for label, sink in zip(labels, config.sinks, strict=True)]
+    # The outbox's rows commit with each event in the first store's own transaction; that store
+    # alone keeps them (a second store would make a second copy of every delivery).
+    outbox_at = next((i for i, sink in enumerate(config.sinks) if sink.store), None) if config.forward else None
+    parts: list[Part] = [OutboxPart(config.forward.subscriptions)] if config.forward else []
+    sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe,
+                               parts=parts if index == outbox_at else ()))
+             for index, (label, sink) in enumerate(zip(labels, config.sinks, strict=True))]
+    dispatcher = (Dispatcher(cast(Outbox, sinks[outbox_at][1]), config.forward, clock=clock)
+                  if config.forward and outbox_at is not None else None)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    callbacks = callback_routes(config, sinks, clock)
+    callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None)
     store = next((s for _, s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token))
@@ -91,16 +103,15 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    if config.forward:
-        log.warning(NOT_SENT_YET)
-    return Gateway(callbacks, app, sinks)
+    return Gateway(callbacks, app, sinks, dispatcher)
 
 
-def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock) -> dict[str, CallbackRoute]:
-    """Each endpoint's path → its route, handing events to these sinks."""
+def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,
+                    stored: Callable[[], None] | None = None) -> dict[str, CallbackRoute]:
+    """Each endpoint's path → its route, handing events to these sinks (`stored`: told of each new one)."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
-                                     sinks=sinks, server=config.server, clock=clock)
+                                     sinks=sinks, server=config.server, clock=clock, stored=stored)
         for endpoint in config.endpoints
     }
 

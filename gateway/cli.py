@@ -18,7 +18,6 @@ import orjson
 from gateway import devmode
 from gateway.config import Config, load_config, parse_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
-from gateway.forward import NOT_SENT_YET
 from gateway.model import Status, StatusEvent
 from gateway.simulate import SCENARIOS
 from gateway.sinks.settings import STORE_TYPES
@@ -123,8 +122,6 @@ def check(config_path: str | None) -> None:
         where = getattr(sink, "path", None) or "(dsn from the environment)"
         click.echo(f"sink {sink.type}: {where}")
     click.echo(f"/v1 API: {api_state(config)}")
-    if config.forward:
-        click.echo(f"warning: {NOT_SENT_YET}")
     for subscription in config.forward.subscriptions if config.forward else ():  # never its secrets
         filters = [f"events {', '.join(subscription.events)}"]
         filters += [f"providers {', '.join(subscription.providers)}"] if subscription.providers else []

@@ -50,12 +50,13 @@ class CallbackRoute:
     """One configured endpoint: the ASGI app that receives its provider's callbacks."""
 
     def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[tuple[str, Sink]],
-                 server: ServerConfig, clock: Clock) -> None:
+                 server: ServerConfig, clock: Clock, stored: Callable[[], None] | None = None) -> None:
         self.endpoint = endpoint
         self.path = path
         self.provider = provider
         self.server = server
         self.clock = clock
+        self._stored = stored  # the forwarding dispatcher's wake-up: a new event may have deliveries
         body, media_type = provider.ack
         self._ack_headers: Headers = [(b"content-type", media_type.encode()),
                                       (b"content-length", str(len(body)).encode())]
@@ -78,6 +79,8 @@ class CallbackRoute:
                 outcome = "not_a_status"
             elif not await self.deliver(event):
                 outcome = "duplicate"
+            elif self._stored is not None:
+                self._stored()
         except GatewayError as exc:
             outcome = exc.code
             status, headers, body = refusal(exc)

@@ -58,6 +58,50 @@ def current_json(status: str, received_at: str) -> str:
     return orjson.dumps({"status": status, "final": Status(status).final, "updated_at": received_at}).decode()
 
 
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery the dispatcher leased: what it needs to send one attempt."""
+
+    id: str
+    subscription: str
+    event_id: str  # the webhook-id
+    body: bytes  # the stored body, without data.current
+    current: bytes  # data.current as the event's write left it
+    attempts: int  # made before this one
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt's record, and what it leaves the delivery as."""
+
+    delivery_id: str
+    number: int  # 1 for the first attempt
+    at: str  # when it started, ISO 8601 UTC
+    http_status: int | None
+    error: str | None  # a timeout, a refused connection: no HTTP answer
+    duration_ms: float
+    state: str  # afterwards: delivered, pending (retried at next_at), failed, disabled
+    next_at: str
+
+
+class Outbox(Protocol):
+    """What the dispatcher asks of the store that keeps the deliveries."""
+
+    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
+        """Lease up to `limit` due deliveries (pending, next_at <= now, no live lease), oldest first;
+        the lease is committed before any is sent, so another replica skips them until it ends."""
+        ...
+
+    async def finish(self, attempt: Attempt, *, disable: str | None = None) -> None:
+        """Record the attempt and the delivery's new state, lease released; `disable`: that
+        subscription answered 410, so none of its pending deliveries is sent any more."""
+        ...
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        """Give up leases without an attempt (shutdown): another process sends them at once."""
+        ...
+
+
 class Part(Protocol):
     """Another part of the gateway (the forwarding outbox) whose rows commit with the events.
 

@@ -13,18 +13,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import Part, Rows, current_json
+from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json
 from gateway.sinks.batch import Batcher, Observe, reason
-from gateway.sinks.sql import SQLReads, first_occurrences
+from gateway.sinks.sql import OutboxSQL, SQLReads, finish_params, first_occurrences
 
+T = TypeVar("T")
+if TYPE_CHECKING:  # generic only in the stubs
+    Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
+OUTBOX = OutboxSQL("$", lock=" FOR UPDATE SKIP LOCKED")
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
 # A whole batch, /readyz probe or read (acquire, statement, release), whatever the server or the link
 # does meanwhile: asyncpg's own timeouts each bound one step, and a dead link can stall a step between.
@@ -74,6 +78,17 @@ MIGRATIONS: list[list[str]] = [
         )""",
         "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
         "CREATE INDEX deliveries_by_message ON deliveries (provider, message_id)",
+        """CREATE TABLE attempts (
+            delivery_id text NOT NULL,
+            attempt integer NOT NULL,
+            at text NOT NULL,
+            http_status integer,
+            error text,
+            duration_ms double precision NOT NULL,
+            PRIMARY KEY (delivery_id, attempt)
+        )""",
+        # A subscription that answered 410 Gone: its pending deliveries are not sent (SPEC §7).
+        "CREATE TABLE disabled_subscriptions (name text PRIMARY KEY, at text NOT NULL, reason text NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -125,6 +140,8 @@ class PostgresSink(SQLReads):
         self._batches: Batcher[tuple[StatusEvent, list[Rows]]] = Batcher(
             self._store, what="the PostgreSQL store", max_batch=max_batch, concurrency=pool_size, deadline=DEADLINE,
             observe=observe)
+        self._finishes: Batcher[tuple[Attempt, str | None]] = Batcher(
+            self._finish_batch, what="the PostgreSQL outbox", max_batch=1024, deadline=DEADLINE)
 
     async def open(self) -> None:
         try:
@@ -187,9 +204,49 @@ class PostgresSink(SQLReads):
             return False
         return True
 
+    # --- the outbox (Outbox protocol): the dispatcher's leases and records ----------------------
+
+    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
+        async def work(conn: Connection) -> list[Claimed]:
+            await conn.execute(OUTBOX.disable_pending)
+            return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5])
+                    for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit)]
+
+        return await self._outbox(work)
+
+    async def finish(self, attempt: Attempt, *, disable: str | None = None) -> None:
+        await self._finishes.submit((attempt, disable))
+
+    async def _finish_batch(self, batch: list[tuple[Attempt, str | None]]) -> list[bool]:
+        async def work(conn: Connection) -> list[bool]:
+            params = [finish_params(attempt) for attempt, _ in batch]
+            await conn.executemany(OUTBOX.finish, [update for update, _ in params])
+            await conn.executemany(OUTBOX.record, [record for _, record in params])
+            for attempt, disable in batch:
+                if disable:
+                    await conn.execute(OUTBOX.disable, disable, attempt.at, f"HTTP {attempt.http_status}")
+            return [True] * len(batch)
+
+        return await self._outbox(work)
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        async def work(conn: Connection) -> None:
+            await conn.executemany(OUTBOX.release, [(i,) for i in delivery_ids])
+
+        await self._outbox(work)
+
+    async def _outbox(self, work: Callable[[Connection], Awaitable[T]]) -> T:
+        assert self._pool is not None, "open() first"
+        try:
+            async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn, conn.transaction():
+                return await work(conn)
+        except OUTAGE as exc:
+            raise SinkUnavailable(f"the PostgreSQL outbox cannot be written: {reason(exc)}") from exc
+
     async def close(self) -> None:
         """Commits what is waiting (each batch once more, if the server is there), then disconnects."""
         await self._batches.drain()
+        await self._finishes.drain()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             try:
@@ -209,7 +266,7 @@ class PostgresSink(SQLReads):
         return [(record[0], StatusEvent.loads(record[1])) for record in records]
 
 
-async def _insert_extras(conn: asyncpg.pool.PoolConnectionProxy[asyncpg.Record],
+async def _insert_extras(conn: Connection,
                          batch: list[tuple[StatusEvent, bool, list[Rows]]]) -> None:
     """The Parts' rows of each event stored now (a duplicate adds none), in the caller's transaction,
     with the current status of each message as the batch left it."""

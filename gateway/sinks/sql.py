@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from gateway.model import Status, StatusEvent, utc_iso
+from gateway.sinks.base import Attempt
 
 
 def first_occurrences(ids: Iterable[str]) -> list[bool]:
@@ -74,3 +75,33 @@ def filters(
             params.append(value)
             clauses.append(f"{column} {op} {mark.replace('#', str(len(params)))}")
     return clauses, params
+
+
+class OutboxSQL:
+    """The forwarding outbox's statements for a store with the `deliveries`, `attempts` and
+    `disabled_subscriptions` tables; `mark` as in SQLReads, `lock` what the claim's select adds
+    (PostgreSQL: FOR UPDATE SKIP LOCKED, so two replicas never lease one delivery)."""
+
+    def __init__(self, mark: str, lock: str = "") -> None:
+        m = mark
+        # A subscription that answered 410 sends nothing more: its pending rows become disabled.
+        self.disable_pending = ("UPDATE deliveries SET state = 'disabled', lease_until = NULL WHERE state = 'pending'"
+                                " AND subscription IN (SELECT name FROM disabled_subscriptions)")
+        self.claim = (
+            f"UPDATE deliveries SET lease_until = {m}1 WHERE id IN (SELECT id FROM deliveries"
+            f" WHERE state = 'pending' AND next_at <= {m}2 AND (lease_until IS NULL OR lease_until < {m}2)"
+            f" ORDER BY next_at LIMIT {m}3{lock}) RETURNING id, subscription, event_id, body, current, attempts")
+        self.finish = (f"UPDATE deliveries SET state = {m}1, attempts = {m}2, next_at = {m}3, lease_until = NULL"
+                       f" WHERE id = {m}4")
+        self.record = ("INSERT INTO attempts (delivery_id, attempt, at, http_status, error, duration_ms)"
+                       f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6) ON CONFLICT DO NOTHING")
+        self.disable = (f"INSERT INTO disabled_subscriptions (name, at, reason) VALUES ({m}1, {m}2, {m}3)"
+                        " ON CONFLICT (name) DO NOTHING")
+        self.release = f"UPDATE deliveries SET lease_until = NULL WHERE id = {m}1"
+
+
+def finish_params(attempt: Attempt) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(the delivery's update, the attempt's record), in the order of OutboxSQL's placeholders."""
+    return ((attempt.state, attempt.number, attempt.next_at, attempt.delivery_id),
+            (attempt.delivery_id, attempt.number, attempt.at, attempt.http_status, attempt.error,
+             attempt.duration_ms))

@@ -11,19 +11,21 @@ import asyncio
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import Part
+from gateway.sinks.base import Attempt, Claimed, Part
 from gateway.sinks.batch import Batcher, Observe, Outcome
-from gateway.sinks.sql import SQLReads
-from gateway.sinks.sqlite_db import connect, heartbeat, migrate
+from gateway.sinks.sql import OutboxSQL, SQLReads, finish_params
+from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
 
+T = TypeVar("T")
+OUTBOX = OutboxSQL("?")
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
 MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
 
@@ -51,6 +53,10 @@ class SQLiteSink(SQLReads):
         self._expected = 0
         self._answered: list[Outcome] = []
         self._closing = False
+        # The dispatcher's writes: claims, and finished attempts committed together (one fsync a batch).
+        self._turn = WriterTurn(path)
+        self._finishes: Batcher[tuple[Attempt, str | None]] = Batcher(
+            self._finish_batch, what="the SQLite outbox", max_batch=1024)
 
     def connect(self) -> sqlite3.Connection:
         return connect(self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
@@ -142,6 +148,7 @@ class SQLiteSink(SQLReads):
     async def close(self) -> None:
         """Sends what is queued, then ends the writer's input: it commits and answers all of it first."""
         self._closing = True
+        await self._finishes.drain()
         writer, answers = self._writer, self._answers
         if writer is None or answers is None:
             return
@@ -150,6 +157,57 @@ class SQLiteSink(SQLReads):
             writer.stdin.close()
         await answers
         self._writer = self._answers = None
+
+    # --- the outbox (Outbox protocol): the dispatcher's leases and records ----------------------
+
+    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """One write transaction of the gateway process, in its turn with the writer processes."""
+        conn = self.connect()
+        try:
+            with self._turn():
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = work(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+                return result
+        finally:
+            conn.close()
+
+    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
+        def work(conn: sqlite3.Connection) -> list[Claimed]:
+            conn.execute(OUTBOX.disable_pending)
+            return [Claimed(row[0], row[1], row[2], bytes(row[3]) if isinstance(row[3], bytes) else row[3].encode(),
+                            row[4].encode(), row[5])
+                    for row in conn.execute(OUTBOX.claim, (lease_until, now, limit)).fetchall()]
+
+        return await self._outbox(work)
+
+    async def finish(self, attempt: Attempt, *, disable: str | None = None) -> None:
+        await self._finishes.submit((attempt, disable))
+
+    async def _finish_batch(self, batch: list[tuple[Attempt, str | None]]) -> list[bool]:
+        def work(conn: sqlite3.Connection) -> list[bool]:
+            for attempt, disable in batch:
+                update, record = finish_params(attempt)
+                conn.execute(OUTBOX.finish, update)
+                conn.execute(OUTBOX.record, record)
+                if disable:
+                    conn.execute(OUTBOX.disable, (disable, attempt.at, f"HTTP {attempt.http_status}"))
+            return [True] * len(batch)
+
+        return await self._outbox(work)
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        await self._outbox(lambda conn: conn.executemany(OUTBOX.release, [(i,) for i in delivery_ids]))
+
+    async def _outbox(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        try:
+            return await asyncio.to_thread(self._transaction, work)
+        except sqlite3.Error as exc:
+            raise SinkUnavailable(f"the SQLite outbox cannot be written: {exc}") from exc
 
     # --- reads: SQLReads runs its queries through this ------------------------------------------
 

@@ -18,20 +18,17 @@ SIGINT and SIGTERM are ignored here: the gateway process decides when the writer
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import orjson
 
 from gateway.model import STATUS_TABLE
 from gateway.sinks.base import Rows
-from gateway.sinks.sqlite_db import Row, connect, insert_events
+from gateway.sinks.sqlite_db import Row, WriterTurn, connect, insert_events
 
 RANKS = {status.value: rank for status, (rank, _) in STATUS_TABLE.items()}
 
@@ -57,7 +54,7 @@ class Writer:
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
         self.conn: sqlite3.Connection | None = None
-        self.lock_fd: int | None = None
+        self.turn = WriterTurn(path)
         self.committed = threading.Event()
         self.stopping = False
 
@@ -69,25 +66,7 @@ class Writer:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
         return self.conn
 
-    @contextmanager
-    def turn(self) -> Iterator[None]:
-        """Writers of several workers take turns through a file lock, not through SQLite's lock.
 
-        SQLite answers a busy database by sleeping and retrying (1, 2, 5, 10… ms); with two
-        workers that turned short commits into 100 ms stalls. flock wakes the waiter the moment
-        the other writer is done. SQLite's own locking still guards everything; this only orders.
-        """
-        if self.lock_fd is None:
-            try:
-                self.lock_fd = os.open(self.path + "-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:  # cannot create it (read-only directory): SQLite's own locking alone
-                yield
-                return
-        fcntl.flock(self.lock_fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(self.lock_fd, fcntl.LOCK_UN)
 
     def commit(self, lines: list[bytes]) -> bytes:
         try:

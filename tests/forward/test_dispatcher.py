@@ -1,0 +1,148 @@
+"""The dispatcher against a real subscriber on loopback, with the retry schedule scaled down:
+every request verifies with the Standard Webhooks library, and each answer does what SPEC §7 says."""
+
+from __future__ import annotations
+
+import base64
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import standardwebhooks
+import yaml
+from starlette.testclient import TestClient
+
+from gateway.app import create_app
+from gateway.cli import free_port
+from gateway.config import load_config
+from tests.conftest import ENV, PUBLIC_URL, config_document
+from tests.forward.receiver import Answer, Receiver, serve
+from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
+
+SECRET = "whsec_" + base64.b64encode(b"d" * 32).decode()
+OLD_SECRET = "whsec_" + base64.b64encode(b"e" * 32).decode()
+
+
+def gateway(tmp_path: Path, url: str, *, schedule: list[float] | None = None, timeout: float = 1.0) -> TestClient:
+    """The whole app in-process; its dispatcher runs on the app's loop and sends to `url`."""
+    document = config_document(tmp_path)
+    document["forward"] = {
+        "retry_schedule": schedule or [0.05, 0.05, 0.05], "timeout": timeout,
+        "subscriptions": [{"name": "crm", "url": url, "secret": [SECRET, OLD_SECRET]}]}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    # The wall clock: the requests' webhook-timestamp is checked against it by the verifier.
+    return TestClient(create_app(load_config(tmp_path / "config.yaml", ENV)), base_url=PUBLIC_URL)
+
+
+def callback(client: TestClient, sid: str = "SM" + "a" * 32, status: str = "delivered") -> None:
+    headers, body = twilio_request(twilio_fields(status, sid=sid))
+    assert client.post(TWILIO_PATH, headers=headers, content=body).status_code == 200
+
+
+def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
+    return sqlite3.connect(tmp_path / "gateway.db").execute(sql).fetchall()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # polls a condition with a deadline; no ordering depends on it
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
+
+
+def states(tmp_path: Path) -> list[str]:
+    return [state for (state,) in rows(tmp_path, "SELECT state FROM deliveries ORDER BY created_at")]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    subscriber = Receiver()
+    up = serve(subscriber)
+    yield subscriber
+    up.stop()
+
+
+def test_500_500_200_is_delivered_on_the_third_attempt_with_one_webhook_id(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.script += [Answer(500), Answer(500)]
+    with gateway(tmp_path, receiver.url) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["delivered"])
+    ((event_id,),) = rows(tmp_path, "SELECT id FROM events")
+    assert len(receiver.requests) == 3
+    assert {r.headers["webhook-id"] for r in receiver.requests} == {event_id}
+    for request in receiver.requests:  # each rotated secret alone verifies every attempt
+        for secret in (SECRET, OLD_SECRET):
+            sent = standardwebhooks.Webhook(secret).verify(request.body, request.headers)
+            assert (sent["type"], sent["data"]["id"]) == ("message.status.delivered", event_id)
+            assert sent["data"]["current"]["status"] == "delivered" and "raw" not in sent["data"]
+    assert len({r.body for r in receiver.requests}) == 1  # the same bytes on every attempt
+    assert rows(tmp_path, "SELECT attempt, http_status FROM attempts ORDER BY attempt") == [(1, 500), (2, 500), (3, 200)]
+
+
+def test_410_disables_the_subscription(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.script.append(Answer(410))
+    with gateway(tmp_path, receiver.url) as client:
+        callback(client, "SM" + "1" * 32)
+        wait_until(lambda: states(tmp_path) == ["disabled"])
+        callback(client, "SM" + "2" * 32)  # after the 410: kept, never sent
+        wait_until(lambda: states(tmp_path) == ["disabled", "disabled"])
+    assert len(receiver.requests) == 1
+    assert rows(tmp_path, "SELECT name, reason FROM disabled_subscriptions") == [("crm", "HTTP 410")]
+
+
+def test_retry_after_of_a_429_is_honoured(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.script.append(Answer(429, (("Retry-After", "1"),)))
+    with gateway(tmp_path, receiver.url) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["delivered"])
+    first, second = receiver.requests
+    assert second.at - first.at >= 1.0  # not the schedule's 0.05 s
+
+
+def test_a_redirect_is_not_followed(tmp_path: Path, receiver: Receiver) -> None:
+    elsewhere = receiver.url.replace("/hooks", "/elsewhere")
+    receiver.script.append(Answer(302, (("Location", elsewhere),)))
+    with gateway(tmp_path, receiver.url) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["delivered"])
+    assert [r.path for r in receiver.requests] == ["/hooks", "/hooks"]  # retried, never sent to the Location
+    assert rows(tmp_path, "SELECT http_status FROM attempts ORDER BY attempt") == [(302,), (200,)]
+
+
+def test_a_dripping_answer_is_cut_at_the_attempts_timeout(tmp_path: Path, receiver: Receiver) -> None:
+    receiver.script.append(Answer(200, drip=0.2))  # 16 bytes, 0.2 s apart: 3.2 s in all
+    with gateway(tmp_path, receiver.url, timeout=0.5) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["delivered"])
+    (first, second) = rows(tmp_path, "SELECT http_status, error, duration_ms FROM attempts ORDER BY attempt")
+    assert first[0] is None and first[1] == "no complete answer within 0.5 s"
+    assert first[2] < 3000  # cut at the deadline, not when the receiver was done
+    assert second[:2] == (200, None)
+
+
+def test_a_refused_connection_is_retried_then_failed(tmp_path: Path) -> None:
+    with gateway(tmp_path, f"http://127.0.0.1:{free_port()}/hooks", schedule=[0.05, 0.05]) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["failed"])
+    attempts = rows(tmp_path, "SELECT attempt, http_status, error FROM attempts ORDER BY attempt")
+    assert [a[0] for a in attempts] == [1, 2, 3]  # the first, then one per wait of the schedule
+    assert all(a[1] is None and "Connect" in a[2] for a in attempts)
+
+
+def test_a_subscriber_that_is_down_costs_the_providers_nothing_and_gets_everything_later(tmp_path: Path) -> None:
+    subscriber = Receiver()  # its port is chosen, nothing listens yet
+    with gateway(tmp_path, subscriber.url, schedule=[0.2] * 50) as client:
+        for index in range(5):
+            callback(client, f"SM{index:032d}")
+        assert client.get("/readyz").status_code == 200
+        wait_until(lambda: rows(tmp_path, "SELECT count(*) FROM attempts")[0][0] >= 5)  # tried, refused
+        up = serve(subscriber)
+        try:
+            wait_until(lambda: states(tmp_path) == ["delivered"] * 5)
+        finally:
+            up.stop()
+    ids = {event_id for (event_id,) in rows(tmp_path, "SELECT id FROM events")}
+    assert {r.headers["webhook-id"] for r in subscriber.requests} == ids
