@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import socket
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
@@ -34,7 +36,9 @@ from gateway.sinks.base import Attempt, Claimed, Outbox
 log = logging.getLogger("gateway.forward")
 POLL = 0.5  # seconds between looks at the outbox when nothing woke the dispatcher
 CLAIM = 64  # deliveries leased at once
-LEASE_MARGIN = 30.0  # seconds a lease outlives the attempt's own timeout
+# A lease outlives its attempt (bounded by the timeout) and the attempt's record; a replica that
+# died mid-send leaves its deliveries to the others when the lease ends.
+LEASE_MARGIN = 5.0
 
 
 class Dispatcher:
@@ -53,6 +57,7 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._outage_logged = False
+        self._me = f"{socket.gethostname()}:{os.getpid()}"  # who holds a lease (deliveries.claimed_by)
 
     async def start(self) -> None:
         # Timeouts are the attempt's own deadline (asyncio.timeout), not aiohttp's per-phase ones.
@@ -108,9 +113,10 @@ class Dispatcher:
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self._clock()
-        lease_until = now + timedelta(seconds=self._timeout + LEASE_MARGIN)
+        lease_until = now + timedelta(seconds=2 * self._timeout + LEASE_MARGIN)
         try:
-            claimed = await self._outbox.claim(now=utc_iso(now), lease_until=utc_iso(lease_until), limit=limit)
+            claimed = await self._outbox.claim(now=utc_iso(now), lease_until=utc_iso(lease_until), limit=limit,
+                                               by=self._me)
         except SinkUnavailable as exc:
             if not self._outage_logged:
                 log.warning("forwarding paused: %s", exc)

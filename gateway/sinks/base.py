@@ -87,9 +87,10 @@ class Attempt:
 class Outbox(Protocol):
     """What the dispatcher asks of the store that keeps the deliveries."""
 
-    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
-        """Lease up to `limit` due deliveries (pending, next_at <= now, no live lease), oldest first;
-        the lease is committed before any is sent, so another replica skips them until it ends."""
+    async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
+        """Lease up to `limit` due deliveries (pending, next_at <= now, no live lease), oldest first,
+        for `by` (host and process); the lease is committed before any is sent, so another replica
+        skips them until it ends."""
         ...
 
     async def finish(self, attempt: Attempt, *, disable: str | None = None) -> None:

@@ -74,6 +74,7 @@ MIGRATIONS: list[list[str]] = [
             attempts integer NOT NULL,
             next_at text NOT NULL,
             lease_until text,
+            claimed_by text,
             created_at text NOT NULL
         )""",
         "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
@@ -206,11 +207,11 @@ class PostgresSink(SQLReads):
 
     # --- the outbox (Outbox protocol): the dispatcher's leases and records ----------------------
 
-    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
+    async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         async def work(conn: Connection) -> list[Claimed]:
             await conn.execute(OUTBOX.disable_pending)
             return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5])
-                    for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit)]
+                    for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit, by)]
 
         return await self._outbox(work)
 

@@ -88,7 +88,7 @@ class OutboxSQL:
         self.disable_pending = ("UPDATE deliveries SET state = 'disabled', lease_until = NULL WHERE state = 'pending'"
                                 " AND subscription IN (SELECT name FROM disabled_subscriptions)")
         self.claim = (
-            f"UPDATE deliveries SET lease_until = {m}1 WHERE id IN (SELECT id FROM deliveries"
+            f"UPDATE deliveries SET lease_until = {m}1, claimed_by = {m}4 WHERE id IN (SELECT id FROM deliveries"
             f" WHERE state = 'pending' AND next_at <= {m}2 AND (lease_until IS NULL OR lease_until < {m}2)"
             f" ORDER BY next_at LIMIT {m}3{lock}) RETURNING id, subscription, event_id, body, current, attempts")
         self.finish = (f"UPDATE deliveries SET state = {m}1, attempts = {m}2, next_at = {m}3, lease_until = NULL"

@@ -176,12 +176,12 @@ class SQLiteSink(SQLReads):
         finally:
             conn.close()
 
-    async def claim(self, *, now: str, lease_until: str, limit: int) -> list[Claimed]:
+    async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         def work(conn: sqlite3.Connection) -> list[Claimed]:
             conn.execute(OUTBOX.disable_pending)
             return [Claimed(row[0], row[1], row[2], bytes(row[3]) if isinstance(row[3], bytes) else row[3].encode(),
                             row[4].encode(), row[5])
-                    for row in conn.execute(OUTBOX.claim, (lease_until, now, limit)).fetchall()]
+                    for row in conn.execute(OUTBOX.claim, (lease_until, now, limit, by)).fetchall()]
 
         return await self._outbox(work)
 

@@ -70,6 +70,7 @@ MIGRATIONS: list[list[str]] = [
             attempts INTEGER NOT NULL,
             next_at TEXT NOT NULL,
             lease_until TEXT,
+            claimed_by TEXT,
             created_at TEXT NOT NULL
         )""",
         "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
