@@ -33,6 +33,21 @@ SINK_WRITE = Histogram(
     ["sink"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+FORWARD_ATTEMPTS = Counter(
+    "gateway_forward_attempts_total", "Forwarding attempts by subscription and what they left the delivery as "
+    "(delivered, retrying, failed, disabled)", ["subscription", "outcome"],
+)
+FORWARD_LATENCY = Histogram(
+    "gateway_forward_latency_seconds", "From receiving a callback until its delivery to a subscription succeeded",
+    ["subscription"], buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+FORWARD_BACKLOG = Gauge(
+    "gateway_forward_pending", "Deliveries waiting to be sent (the store's, the same on every replica)",
+    multiprocess_mode="max",
+)
+FORWARD_OLDEST = Gauge(
+    "gateway_forward_oldest_pending_seconds", "Age of the oldest delivery still pending", multiprocess_mode="max",
+)
 LAST_VERIFIED = Gauge(
     "gateway_last_verified_callback_timestamp_seconds",
     "Unix time of the last callback whose signature verified, per endpoint: a silent webhook shows here",

@@ -25,6 +25,7 @@ from email.utils import parsedate_to_datetime
 
 import aiohttp
 
+from gateway import metrics
 from gateway.clock import Clock, system_clock
 from gateway.errors import SinkUnavailable
 from gateway.forward import signing
@@ -89,8 +90,12 @@ class Dispatcher:
             await self._session.close()
 
     async def _run(self) -> None:
+        measured = 0.0
         while True:
             self._wake.clear()
+            if time.monotonic() - measured >= 1.0:
+                measured = time.monotonic()
+                await self._measure_backlog()
             claimed: list[Claimed] = []
             room = self._room - len(self._inflight)
             if room > 0:
@@ -104,6 +109,15 @@ class Dispatcher:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 except TimeoutError:
                     pass
+
+    async def _measure_backlog(self) -> None:
+        try:
+            pending, oldest = await self._outbox.backlog()
+        except SinkUnavailable:
+            return
+        metrics.FORWARD_BACKLOG.set(pending)
+        age = (self._clock() - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds() if oldest else 0
+        metrics.FORWARD_OLDEST.set(max(0.0, age))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -131,13 +145,13 @@ class Dispatcher:
         if subscription is None:  # removed from the config since it was queued
             now = utc_iso(self._clock())
             await self._finish(Attempt(delivery.id, number, now, None, "the subscription is no longer configured",
-                                       0.0, "failed", now))
+                                       0.0, "failed", now), delivery.subscription, delivery.created_at)
             return
         async with self._gates[subscription.name]:
             started = self._clock()
             status, error, retry_after, took = await self._send(subscription, delivery, started)
         await self._finish(self._outcome(delivery, subscription, number, started, status, error, retry_after, took),
-                           disable=subscription.name if status == 410 else None)
+                           subscription.name, delivery.created_at, disable=subscription.name if status == 410 else None)
 
     async def _send(self, subscription: Subscription, delivery: Claimed, started: datetime,
                     ) -> tuple[int | None, str | None, str | None, float]:
@@ -176,7 +190,12 @@ class Dispatcher:
         return Attempt(delivery.id, number, at, status, error, took, "pending",
                        utc_iso(self._clock() + timedelta(seconds=wait)))
 
-    async def _finish(self, attempt: Attempt, disable: str | None = None) -> None:
+    async def _finish(self, attempt: Attempt, subscription: str, received_at: str, disable: str | None = None) -> None:
+        outcome = "retrying" if attempt.state == "pending" else attempt.state
+        metrics.FORWARD_ATTEMPTS.labels(subscription, outcome).inc()
+        if attempt.state == "delivered":
+            received = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
+            metrics.FORWARD_LATENCY.labels(subscription).observe((self._clock() - received).total_seconds())
         try:
             await self._outbox.finish(attempt, disable=disable)
         except SinkUnavailable as exc:  # the lease runs out and the delivery is sent again: at least once

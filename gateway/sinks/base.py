@@ -68,6 +68,7 @@ class Claimed:
     body: bytes  # the stored body, without data.current
     current: bytes  # data.current as the event's write left it
     attempts: int  # made before this one
+    created_at: str  # when the event was received (ISO 8601 UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +101,10 @@ class Outbox(Protocol):
 
     async def release(self, delivery_ids: Sequence[str]) -> None:
         """Give up leases without an attempt (shutdown): another process sends them at once."""
+        ...
+
+    async def backlog(self) -> tuple[int, str | None]:
+        """(pending deliveries, created_at of the oldest), for the metrics."""
         ...
 
 

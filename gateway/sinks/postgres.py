@@ -210,7 +210,7 @@ class PostgresSink(SQLReads):
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         async def work(conn: Connection) -> list[Claimed]:
             await conn.execute(OUTBOX.disable_pending)
-            return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5])
+            return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5], r[6])
                     for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit, by)]
 
         return await self._outbox(work)
@@ -235,6 +235,14 @@ class PostgresSink(SQLReads):
             await conn.executemany(OUTBOX.release, [(i,) for i in delivery_ids])
 
         await self._outbox(work)
+
+    async def backlog(self) -> tuple[int, str | None]:
+        async def work(conn: Connection) -> tuple[int, str | None]:
+            record = await conn.fetchrow(OUTBOX.backlog)
+            assert record is not None  # an aggregate has a row
+            return int(record[0]), record[1]
+
+        return await self._outbox(work)
 
     async def _outbox(self, work: Callable[[Connection], Awaitable[T]]) -> T:
         assert self._pool is not None, "open() first"

@@ -90,7 +90,8 @@ class OutboxSQL:
         self.claim = (
             f"UPDATE deliveries SET lease_until = {m}1, claimed_by = {m}4 WHERE id IN (SELECT id FROM deliveries"
             f" WHERE state = 'pending' AND next_at <= {m}2 AND (lease_until IS NULL OR lease_until < {m}2)"
-            f" ORDER BY next_at LIMIT {m}3{lock}) RETURNING id, subscription, event_id, body, current, attempts")
+            f" ORDER BY next_at LIMIT {m}3{lock})"
+            " RETURNING id, subscription, event_id, body, current, attempts, created_at")
         self.finish = (f"UPDATE deliveries SET state = {m}1, attempts = {m}2, next_at = {m}3, lease_until = NULL"
                        f" WHERE id = {m}4")
         self.record = ("INSERT INTO attempts (delivery_id, attempt, at, http_status, error, duration_ms)"
@@ -98,6 +99,7 @@ class OutboxSQL:
         self.disable = (f"INSERT INTO disabled_subscriptions (name, at, reason) VALUES ({m}1, {m}2, {m}3)"
                         " ON CONFLICT (name) DO NOTHING")
         self.release = f"UPDATE deliveries SET lease_until = NULL WHERE id = {m}1"
+        self.backlog = "SELECT count(*), min(created_at) FROM deliveries WHERE state = 'pending'"
 
 
 def finish_params(attempt: Attempt) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

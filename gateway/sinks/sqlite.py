@@ -180,7 +180,7 @@ class SQLiteSink(SQLReads):
         def work(conn: sqlite3.Connection) -> list[Claimed]:
             conn.execute(OUTBOX.disable_pending)
             return [Claimed(row[0], row[1], row[2], bytes(row[3]) if isinstance(row[3], bytes) else row[3].encode(),
-                            row[4].encode(), row[5])
+                            row[4].encode(), row[5], row[6])
                     for row in conn.execute(OUTBOX.claim, (lease_until, now, limit, by)).fetchall()]
 
         return await self._outbox(work)
@@ -202,6 +202,20 @@ class SQLiteSink(SQLReads):
 
     async def release(self, delivery_ids: Sequence[str]) -> None:
         await self._outbox(lambda conn: conn.executemany(OUTBOX.release, [(i,) for i in delivery_ids]))
+
+    async def backlog(self) -> tuple[int, str | None]:
+        def read() -> tuple[int, str | None]:
+            conn = self.connect()
+            try:
+                count, oldest = conn.execute(OUTBOX.backlog).fetchone()
+                return int(count), oldest
+            finally:
+                conn.close()
+
+        try:
+            return await asyncio.to_thread(read)
+        except sqlite3.Error as exc:
+            raise SinkUnavailable(f"cannot read the SQLite outbox: {exc}") from exc
 
     async def _outbox(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:

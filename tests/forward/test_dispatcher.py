@@ -53,6 +53,13 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
         time.sleep(0.02)
 
 
+def metric(client: TestClient, series: str) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith(series + " "):
+            return float(line.rpartition(" ")[2])
+    return 0.0
+
+
 def states(tmp_path: Path) -> list[str]:
     return [state for (state,) in rows(tmp_path, "SELECT state FROM deliveries ORDER BY created_at")]
 
@@ -67,9 +74,14 @@ def receiver() -> Iterator[Receiver]:
 
 def test_500_500_200_is_delivered_on_the_third_attempt_with_one_webhook_id(tmp_path: Path, receiver: Receiver) -> None:
     receiver.script += [Answer(500), Answer(500)]
+    series = ['gateway_forward_attempts_total{outcome="retrying",subscription="crm"}',
+              'gateway_forward_attempts_total{outcome="delivered",subscription="crm"}',
+              'gateway_forward_latency_seconds_count{subscription="crm"}']
     with gateway(tmp_path, receiver.url) as client:
+        before = [metric(client, name) for name in series]  # the registry is the process's: deltas
         callback(client)
         wait_until(lambda: states(tmp_path) == ["delivered"])
+        assert [metric(client, name) - was for name, was in zip(series, before, strict=True)] == [2, 1, 1]
     ((event_id,),) = rows(tmp_path, "SELECT id FROM events")
     assert len(receiver.requests) == 3
     assert {r.headers["webhook-id"] for r in receiver.requests} == {event_id}
@@ -139,9 +151,12 @@ def test_a_subscriber_that_is_down_costs_the_providers_nothing_and_gets_everythi
             callback(client, f"SM{index:032d}")
         assert client.get("/readyz").status_code == 200
         wait_until(lambda: rows(tmp_path, "SELECT count(*) FROM attempts")[0][0] >= 5)  # tried, refused
+        wait_until(lambda: metric(client, "gateway_forward_pending") == 5)
+        assert metric(client, "gateway_forward_oldest_pending_seconds") > 0
         up = serve(subscriber)
         try:
             wait_until(lambda: states(tmp_path) == ["delivered"] * 5)
+            wait_until(lambda: metric(client, "gateway_forward_pending") == 0)
         finally:
             up.stop()
     ids = {event_id for (event_id,) in rows(tmp_path, "SELECT id FROM events")}
