@@ -16,18 +16,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 
+from gateway.clock import Clock
 from gateway.errors import Malformed, NotFound, Unauthorized
-from gateway.model import Status
+from gateway.model import Status, utc_iso
 from gateway.sinks import Store
+from gateway.sinks.base import DELIVERY_STATES, Outbox
 from gateway.webhook import Receive, Scope, Send
 
 MAX_LIMIT = 1000
 
 
-def api_mount(store: Store, token: str) -> Mount:
+def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock) -> Mount:
     return Mount("/v1", routes=[
         Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
         Route("/events", partial(list_events, store=store)),
+        Route("/deliveries", partial(list_deliveries, outbox=outbox)),
+        Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
+        Route("/deliveries/{delivery_id}/redeliver", partial(redeliver, outbox=outbox, clock=clock),
+              methods=["POST"]),
     ], middleware=[Middleware(BearerAuth, token=token)])
 
 
@@ -69,12 +75,7 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
     status = query.get("status") or None
     if status is not None and status not in Status.__members__.values():
         raise Malformed(f"status must be one of {', '.join(s.value for s in Status)}")
-    try:
-        limit = int(query.get("limit") or 100)
-    except ValueError:
-        raise Malformed("limit must be a whole number") from None
-    if not 1 <= limit <= MAX_LIMIT:
-        raise Malformed(f"limit must be between 1 and {MAX_LIMIT}")
+    limit = parse_limit(query.get("limit"))
     events = await store.recent(
         provider=query.get("provider") or None,
         status=Status(status) if status else None,
@@ -82,6 +83,41 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
         limit=limit,
     )
     return JSONResponse({"events": [event.to_json() for _, event in events]})
+
+
+async def list_deliveries(request: Request, *, outbox: Outbox) -> JSONResponse:
+    query = request.query_params
+    state = query.get("state") or None
+    if state is not None and state not in DELIVERY_STATES:
+        raise Malformed(f"state must be one of {', '.join(DELIVERY_STATES)}")
+    return JSONResponse({"deliveries": await outbox.deliveries(
+        subscription=query.get("subscription") or None, state=state,
+        message_id=query.get("message_id") or None, limit=parse_limit(query.get("limit")))})
+
+
+async def get_delivery(request: Request, *, outbox: Outbox) -> JSONResponse:
+    found = await outbox.delivery(request.path_params["delivery_id"])
+    if found is None:
+        raise NotFound(f"no delivery {request.path_params['delivery_id']}")
+    return JSONResponse(found)
+
+
+async def redeliver(request: Request, *, outbox: Outbox, clock: Clock) -> JSONResponse:
+    """Sends it again from now, with the same webhook-id (the event id) and a fresh retry schedule."""
+    queued = await outbox.redeliver(ids=[request.path_params["delivery_id"]], now=utc_iso(clock()))
+    if not queued:
+        raise NotFound(f"no delivery {request.path_params['delivery_id']}")
+    return JSONResponse({"redelivered": queued}, status_code=202)
+
+
+def parse_limit(value: str | None) -> int:
+    try:
+        limit = int(value or 100)
+    except ValueError:
+        raise Malformed("limit must be a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise Malformed(f"limit must be between 1 and {MAX_LIMIT}")
+    return limit
 
 
 def parse_since(value: str | None) -> datetime | None:

@@ -97,7 +97,7 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None)
     store = next((s for _, s in sinks if is_store(s)), None)
     if config.server.api_token and store is not None:
-        routes.append(api_mount(cast(Store, store), config.server.api_token))
+        routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock))
 
     app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect

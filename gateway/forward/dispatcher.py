@@ -182,9 +182,10 @@ class Dispatcher:
         if status == 410:
             log.warning("subscription %s answered 410 Gone: disabled", subscription.name)
             return Attempt(delivery.id, number, at, status, None, took, "disabled", at)
-        if number > len(self._schedule):
+        step = number - delivery.schedule_from  # a redelivery starts the schedule again
+        if step > len(self._schedule):
             return Attempt(delivery.id, number, at, status, error, took, "failed", at)
-        wait = self._schedule[number - 1] * random.uniform(0.9, 1.1)
+        wait = self._schedule[step - 1] * random.uniform(0.9, 1.1)
         if status in (429, 503) and retry_after:
             wait = max(wait, _seconds_until(retry_after, started))
         return Attempt(delivery.id, number, at, status, error, took, "pending",

@@ -15,6 +15,7 @@ import orjson
 from gateway.model import Status, StatusEvent
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
+DELIVERY_STATES = ("pending", "delivered", "failed", "disabled")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +70,7 @@ class Claimed:
     current: bytes  # data.current as the event's write left it
     attempts: int  # made before this one
     created_at: str  # when the event was received (ISO 8601 UTC)
+    schedule_from: int = 0  # the attempt count when the retry schedule (re)started: a redelivery restarts it
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,21 @@ class Outbox(Protocol):
 
     async def backlog(self) -> tuple[int, str | None]:
         """(pending deliveries, created_at of the oldest), for the metrics."""
+        ...
+
+    async def deliveries(self, *, subscription: str | None = None, state: str | None = None,
+                         message_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest deliveries first, as /v1/deliveries and `status-gateway deliveries` show them."""
+        ...
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        """One delivery with its `history`: every attempt, oldest first."""
+        ...
+
+    async def redeliver(self, *, ids: Sequence[str] = (), subscription: str | None = None,
+                        since: str | None = None, now: str) -> list[str]:
+        """Send these again from now, with the same webhook-id and a fresh retry schedule; by
+        subscription, also re-enables it after a 410. Returns the ids queued."""
         ...
 
 

@@ -23,7 +23,7 @@ from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json
 from gateway.sinks.batch import Batcher, Observe, reason
-from gateway.sinks.sql import OutboxSQL, SQLReads, finish_params, first_occurrences
+from gateway.sinks.sql import OutboxSQL, SQLReads, delivery_json, finish_params, first_occurrences
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # generic only in the stubs
@@ -75,6 +75,7 @@ MIGRATIONS: list[list[str]] = [
             next_at text NOT NULL,
             lease_until text,
             claimed_by text,
+            schedule_from integer NOT NULL DEFAULT 0,
             created_at text NOT NULL
         )""",
         "CREATE INDEX deliveries_due ON deliveries (state, next_at)",
@@ -210,7 +211,7 @@ class PostgresSink(SQLReads):
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         async def work(conn: Connection) -> list[Claimed]:
             await conn.execute(OUTBOX.disable_pending)
-            return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5], r[6])
+            return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5], r[6], r[7])
                     for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit, by)]
 
         return await self._outbox(work)
@@ -241,6 +242,35 @@ class PostgresSink(SQLReads):
             record = await conn.fetchrow(OUTBOX.backlog)
             assert record is not None  # an aggregate has a row
             return int(record[0]), record[1]
+
+        return await self._outbox(work)
+
+    async def deliveries(self, *, subscription: str | None = None, state: str | None = None,
+                         message_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, params = OUTBOX.listing(subscription, state, message_id, limit)
+
+        async def work(conn: Connection) -> list[dict[str, Any]]:
+            return [delivery_json(tuple(record)) for record in await conn.fetch(sql, *params)]
+
+        return await self._outbox(work)
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        async def work(conn: Connection) -> dict[str, Any] | None:
+            found = await conn.fetchrow(OUTBOX.one, delivery_id)
+            if found is None:
+                return None
+            return delivery_json(tuple(found), [tuple(r) for r in await conn.fetch(OUTBOX.history, delivery_id)])
+
+        return await self._outbox(work)
+
+    async def redeliver(self, *, ids: Sequence[str] = (), subscription: str | None = None,
+                        since: str | None = None, now: str) -> list[str]:
+        sql, params = OUTBOX.requeuing(ids, subscription, since, now)
+
+        async def work(conn: Connection) -> list[str]:
+            if subscription is not None and not ids:
+                await conn.execute(OUTBOX.enable, subscription)
+            return [record[0] for record in await conn.fetch(sql, *params)]
 
         return await self._outbox(work)
 

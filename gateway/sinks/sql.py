@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -91,7 +91,7 @@ class OutboxSQL:
             f"UPDATE deliveries SET lease_until = {m}1, claimed_by = {m}4 WHERE id IN (SELECT id FROM deliveries"
             f" WHERE state = 'pending' AND next_at <= {m}2 AND (lease_until IS NULL OR lease_until < {m}2)"
             f" ORDER BY next_at LIMIT {m}3{lock})"
-            " RETURNING id, subscription, event_id, body, current, attempts, created_at")
+            " RETURNING id, subscription, event_id, body, current, attempts, created_at, schedule_from")
         self.finish = (f"UPDATE deliveries SET state = {m}1, attempts = {m}2, next_at = {m}3, lease_until = NULL"
                        f" WHERE id = {m}4")
         self.record = ("INSERT INTO attempts (delivery_id, attempt, at, http_status, error, duration_ms)"
@@ -100,6 +100,49 @@ class OutboxSQL:
                         " ON CONFLICT (name) DO NOTHING")
         self.release = f"UPDATE deliveries SET lease_until = NULL WHERE id = {m}1"
         self.backlog = "SELECT count(*), min(created_at) FROM deliveries WHERE state = 'pending'"
+        self.one = f"SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = {m}1"
+        self.history = ("SELECT attempt, at, http_status, error, duration_ms FROM attempts"
+                        f" WHERE delivery_id = {m}1 ORDER BY attempt")
+        self.requeue = ("UPDATE deliveries SET state = 'pending', next_at = {m}1, lease_until = NULL,"
+                        " schedule_from = attempts WHERE {where} RETURNING id").replace("{m}", m)
+        self.enable = f"DELETE FROM disabled_subscriptions WHERE name = {m}1"
+        self.mark = m
+
+    def listing(self, subscription: str | None, state: str | None, message_id: str | None,
+                limit: int) -> tuple[str, list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("subscription", subscription), ("state", state), ("message_id", message_id)):
+            if value is not None:
+                params.append(value)
+                clauses.append(f"{column} = {self.mark}{len(params)}")
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        return (f"SELECT {DELIVERY_COLUMNS} FROM deliveries{where} ORDER BY created_at DESC, id"
+                f" LIMIT {self.mark}{len(params)}", params)
+
+    def requeuing(self, ids: Sequence[str], subscription: str | None, since: str | None,
+                  now: str) -> tuple[str, list[Any]]:
+        """The requeue statement for these ids, or for a subscription's deliveries since a time."""
+        params: list[Any] = [now]
+        if ids:
+            marks = ", ".join(f"{self.mark}{n}" for n in range(2, len(ids) + 2))
+            params += list(ids)
+            return self.requeue.replace("{where}", f"id IN ({marks})"), params
+        params += [subscription, since or ""]
+        return self.requeue.replace("{where}", f"subscription = {self.mark}2 AND created_at >= {self.mark}3"), params
+
+
+DELIVERY_COLUMNS = "id, subscription, event_id, provider, message_id, state, attempts, next_at, created_at, claimed_by"
+DELIVERY_KEYS = DELIVERY_COLUMNS.split(", ")
+HISTORY_KEYS = ("attempt", "at", "http_status", "error", "duration_ms")
+
+
+def delivery_json(row: Sequence[Any], history: Sequence[Sequence[Any]] | None = None) -> dict[str, Any]:
+    data = dict(zip(DELIVERY_KEYS, row, strict=True))
+    if history is not None:
+        data["history"] = [dict(zip(HISTORY_KEYS, attempt, strict=True)) for attempt in history]
+    return data
 
 
 def finish_params(attempt: Attempt) -> tuple[tuple[Any, ...], tuple[Any, ...]]:

@@ -21,7 +21,7 @@ from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Part
 from gateway.sinks.batch import Batcher, Observe, Outcome
-from gateway.sinks.sql import OutboxSQL, SQLReads, finish_params
+from gateway.sinks.sql import OutboxSQL, SQLReads, delivery_json, finish_params
 from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
 
 T = TypeVar("T")
@@ -180,7 +180,7 @@ class SQLiteSink(SQLReads):
         def work(conn: sqlite3.Connection) -> list[Claimed]:
             conn.execute(OUTBOX.disable_pending)
             return [Claimed(row[0], row[1], row[2], bytes(row[3]) if isinstance(row[3], bytes) else row[3].encode(),
-                            row[4].encode(), row[5], row[6])
+                            row[4].encode(), row[5], row[6], row[7])
                     for row in conn.execute(OUTBOX.claim, (lease_until, now, limit, by)).fetchall()]
 
         return await self._outbox(work)
@@ -204,18 +204,41 @@ class SQLiteSink(SQLReads):
         await self._outbox(lambda conn: conn.executemany(OUTBOX.release, [(i,) for i in delivery_ids]))
 
     async def backlog(self) -> tuple[int, str | None]:
-        def read() -> tuple[int, str | None]:
+        ((count, oldest),) = await self._fetch(OUTBOX.backlog, ())
+        return int(count), oldest
+
+    async def deliveries(self, *, subscription: str | None = None, state: str | None = None,
+                         message_id: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, params = OUTBOX.listing(subscription, state, message_id, limit)
+        return [delivery_json(row) for row in await self._fetch(sql, tuple(params))]
+
+    async def delivery(self, delivery_id: str) -> dict[str, Any] | None:
+        found = await self._fetch(OUTBOX.one, (delivery_id,))
+        return delivery_json(found[0], await self._fetch(OUTBOX.history, (delivery_id,))) if found else None
+
+    async def redeliver(self, *, ids: Sequence[str] = (), subscription: str | None = None,
+                        since: str | None = None, now: str) -> list[str]:
+        sql, params = OUTBOX.requeuing(ids, subscription, since, now)
+
+        def work(conn: sqlite3.Connection) -> list[str]:
+            if subscription is not None and not ids:
+                conn.execute(OUTBOX.enable, (subscription,))
+            return [row[0] for row in conn.execute(sql, params).fetchall()]
+
+        return await self._outbox(work)
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        def run() -> list[tuple[Any, ...]]:
             conn = self.connect()
             try:
-                count, oldest = conn.execute(OUTBOX.backlog).fetchone()
-                return int(count), oldest
+                return [tuple(row) for row in conn.execute(sql, params)]
             finally:
                 conn.close()
 
         try:
-            return await asyncio.to_thread(read)
+            return await asyncio.to_thread(run)
         except sqlite3.Error as exc:
-            raise SinkUnavailable(f"cannot read the SQLite outbox: {exc}") from exc
+            raise SinkUnavailable(f"cannot read the SQLite store: {exc}") from exc
 
     async def _outbox(self, work: Callable[[sqlite3.Connection], T]) -> T:
         try:

@@ -71,6 +71,7 @@ MIGRATIONS: list[list[str]] = [
             next_at TEXT NOT NULL,
             lease_until TEXT,
             claimed_by TEXT,
+            schedule_from INTEGER NOT NULL DEFAULT 0,
             created_at TEXT NOT NULL
         )""",
         "CREATE INDEX deliveries_due ON deliveries (state, next_at)",

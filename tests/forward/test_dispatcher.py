@@ -10,15 +10,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import standardwebhooks
 import yaml
+from click.testing import CliRunner
 from starlette.testclient import TestClient
 
 from gateway.app import create_app
-from gateway.cli import free_port
+from gateway.cli import free_port, main
 from gateway.config import load_config
-from tests.conftest import ENV, PUBLIC_URL, config_document
+from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document
 from tests.forward.receiver import Answer, Receiver, serve
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 
@@ -161,3 +163,54 @@ def test_a_subscriber_that_is_down_costs_the_providers_nothing_and_gets_everythi
             up.stop()
     ids = {event_id for (event_id,) in rows(tmp_path, "SELECT id FROM events")}
     assert {r.headers["webhook-id"] for r in subscriber.requests} == ids
+
+
+def test_redeliver_through_the_api_sends_again_with_the_same_webhook_id(tmp_path: Path, receiver: Receiver) -> None:
+    auth = {"Authorization": f"Bearer {API_TOKEN}"}
+    with gateway(tmp_path, receiver.url) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["delivered"])
+        (listed,) = client.get("/v1/deliveries?state=delivered", headers=auth).json()["deliveries"]
+        assert (listed["subscription"], listed["attempts"]) == ("crm", 1)
+        assert client.get("/v1/deliveries?state=pending", headers=auth).json() == {"deliveries": []}
+        answer = client.post(f"/v1/deliveries/{listed['id']}/redeliver", headers=auth)
+        assert (answer.status_code, answer.json()) == (202, {"redelivered": [listed["id"]]})
+        wait_until(lambda: len(receiver.requests) == 2 and states(tmp_path) == ["delivered"])
+        detail = client.get(f"/v1/deliveries/{listed['id']}", headers=auth).json()
+    first, second = receiver.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"] == listed["event_id"]
+    assert [(a["attempt"], a["http_status"]) for a in detail["history"]] == [(1, 200), (2, 200)]
+
+
+@pytest.mark.parametrize(("method", "url", "status", "code"), [
+    ("GET", "/v1/deliveries/nope", 404, "not_found"),
+    ("POST", "/v1/deliveries/nope/redeliver", 404, "not_found"),
+    ("GET", "/v1/deliveries?state=lost", 400, "malformed"),
+    ("GET", "/v1/deliveries?limit=0", 400, "malformed"),
+], ids=["unknown", "redeliver-unknown", "bad-state", "bad-limit"])
+def test_deliveries_api_refusals(tmp_path: Path, receiver: Receiver, method: str, url: str, status: int,
+                                 code: str) -> None:
+    with gateway(tmp_path, receiver.url) as client:
+        answer = client.request(method, url, headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert (answer.status_code, answer.json()["error"]) == (status, code)
+        assert client.get("/v1/deliveries").status_code == 401  # behind the same token as the rest of /v1
+
+
+def test_the_cli_lists_shows_and_redelivers(tmp_path: Path) -> None:
+    """A subscriber that refuses everything: the CLI shows the attempts, redelivers by subscription."""
+    with gateway(tmp_path, f"http://127.0.0.1:{free_port()}/hooks", schedule=[0.05]) as client:
+        callback(client)
+        wait_until(lambda: states(tmp_path) == ["failed"])
+    config = str(tmp_path / "config.yaml")
+    runner = CliRunner()
+    listed = runner.invoke(main, ["deliveries", "--config", config, "--json"], env=ENV, catch_exceptions=False)
+    (item,) = [orjson.loads(line) for line in listed.output.splitlines()]
+    assert (item["state"], item["attempts"]) == ("failed", 2)
+    shown = runner.invoke(main, ["delivery", item["id"], "--config", config], env=ENV, catch_exceptions=False)
+    assert shown.exit_code == 0 and "failed after 2 attempts" in shown.output and "ClientConnectorError" in shown.output
+    again = runner.invoke(main, ["redeliver", "--subscription", "crm", "--since", "2000-01-01T00:00:00Z",
+                                 "--config", config], env=ENV, catch_exceptions=False)
+    assert again.output.strip() == "1 delivery queued to be sent again"
+    assert rows(tmp_path, "SELECT state, schedule_from FROM deliveries") == [("pending", 2)]
+    unknown = runner.invoke(main, ["redeliver", "nope", "--config", config], env=ENV)
+    assert unknown.exit_code == 1 and "no delivery nope" in unknown.output

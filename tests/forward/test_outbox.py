@@ -10,7 +10,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -28,6 +28,8 @@ from gateway.forward.settings import Subscription
 from gateway.forward.signing import headers
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Store
+from gateway.sinks.base import Attempt
+from gateway.sinks.base import Outbox as OutboxStore
 from gateway.sinks import postgres as postgres_module
 from gateway.sinks import sqlite_db
 from gateway.sinks.postgres import PostgresSink
@@ -165,3 +167,29 @@ def test_an_acknowledged_callback_has_its_deliveries_and_its_retry_adds_none(tmp
             assert c.post(TWILIO_PATH, headers=headers_, content=body_).status_code == 200
     rows = sqlite3.connect(tmp_path / "gateway.db").execute("SELECT subscription, state FROM deliveries").fetchall()
     assert rows == [("crm", "pending")]
+
+
+async def test_claim_finish_list_and_redeliver(store: Store) -> None:
+    outbox = cast(OutboxStore, store)
+    delivered = event(Status.DELIVERED, 2)
+    await store.write(delivered)
+    now = "2026-01-01T00:00:05.000000Z"
+    claimed = await outbox.claim(now=now, lease_until="2026-01-01T00:01:00.000000Z", limit=10, by="test:1")
+    assert sorted(c.subscription for c in claimed) == ["all", "finals"]
+    assert await outbox.claim(now=now, lease_until="2026-01-01T00:01:00.000000Z", limit=10, by="test:2") == []
+    first = next(c for c in claimed if c.subscription == "all")
+    assert (first.event_id, first.attempts, first.schedule_from) == (delivered.id, 0, 0)
+    await outbox.finish(Attempt(first.id, 1, now, 200, None, 12.5, "delivered", now))
+    await outbox.release([c.id for c in claimed if c is not first])
+    listed = await outbox.deliveries(state="delivered")
+    assert [(d["id"], d["claimed_by"], d["attempts"]) for d in listed] == [(first.id, "test:1", 1)]
+    assert [d["subscription"] for d in await outbox.deliveries(state="pending")] == ["finals"]
+    detail = await outbox.delivery(first.id)
+    assert detail is not None and detail["history"] == [
+        {"attempt": 1, "at": now, "http_status": 200, "error": None, "duration_ms": 12.5}]
+    assert await outbox.delivery("nope") is None
+    assert await outbox.redeliver(ids=[first.id], now=now) == [first.id]
+    again = await outbox.claim(now=now, lease_until="2026-01-01T00:01:00.000000Z", limit=10, by="test:1")
+    assert {(c.id, c.attempts, c.schedule_from) for c in again if c.id == first.id} == {(first.id, 1, 1)}
+    assert sorted(await outbox.redeliver(subscription="finals", since="2026-01-01T00:00:00Z", now=now)) == [
+        c.id for c in claimed if c.subscription == "finals"]
