@@ -249,14 +249,4 @@ class SQLiteSink(SQLReads):
     # --- reads: SQLReads runs its queries through this ------------------------------------------
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
-        def run() -> list[tuple[int, StatusEvent]]:
-            conn = self.connect()
-            try:
-                return [(seq, StatusEvent.loads(body)) for seq, body in conn.execute(sql, params)]
-            finally:
-                conn.close()
-
-        try:
-            return await asyncio.to_thread(run)
-        except sqlite3.Error as exc:
-            raise SinkUnavailable(f"cannot read the SQLite store: {exc}") from exc
+        return [(seq, StatusEvent.loads(body)) for seq, body in await self._fetch(sql, params)]
