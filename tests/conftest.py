@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -98,6 +99,14 @@ def make_config(tmp_path: Path) -> Callable[..., Config]:
 def client(make_config: Callable[..., Config]) -> Iterator[TestClient]:
     with TestClient(create_app(make_config(), clock=clock), base_url=PUBLIC_URL) as test_client:
         yield test_client
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Polls a condition with a deadline (the tests' one way to wait; nothing's order rests on it)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition did not come true"
+        time.sleep(0.02)
 
 
 @dataclass

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import base64
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import free_port, main
 from gateway.config import load_config
-from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document
+from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document, wait_until
 from tests.forward.receiver import Answer, Receiver, serve
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 
@@ -46,13 +45,6 @@ def callback(client: TestClient, sid: str = "SM" + "a" * 32, status: str = "deli
 
 def rows(tmp_path: Path, sql: str) -> list[tuple[Any, ...]]:
     return sqlite3.connect(tmp_path / "gateway.db").execute(sql).fetchall()
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # polls a condition with a deadline; no ordering depends on it
-        assert time.monotonic() < deadline, "the condition did not come true"
-        time.sleep(0.02)
 
 
 def metric(client: TestClient, series: str) -> float:

@@ -7,8 +7,7 @@ import base64
 import collections
 import signal
 import sqlite3
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import GatewayProcess, config_document, start_gateway
+from tests.conftest import GatewayProcess, config_document, start_gateway, wait_until
 from tests.forward.receiver import Answer, Receiver, serve
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 from tests.test_replicas import postgres_document, query
@@ -38,13 +37,6 @@ def send(gateway: GatewayProcess, sids: list[str]) -> None:
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         assert list(pool.map(one, sids)) == [200] * len(sids)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # polls a condition with a deadline; no ordering depends on it
-        assert time.monotonic() < deadline, "the condition did not come true"
-        time.sleep(0.05)
 
 
 @pytest.fixture
