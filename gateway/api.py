@@ -6,14 +6,16 @@ that did not pass it (the dashboard will sit behind the same check).
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+from collections.abc import AsyncIterator
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any
 
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
 from gateway.clock import Clock
@@ -24,12 +26,16 @@ from gateway.sinks.base import DELIVERY_STATES, Outbox
 from gateway.webhook import Receive, Scope, Send
 
 MAX_LIMIT = 1000
+STREAM_POLL = 0.25  # seconds between looks at the store for a stream's next events
+STREAM_BATCH = 500
+STREAM_KEEPALIVE = 15.0
 
 
 def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock) -> Mount:
     return Mount("/v1", routes=[
         Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
         Route("/events", partial(list_events, store=store)),
+        Route("/stream", partial(stream, store=store)),
         Route("/deliveries", partial(list_deliveries, outbox=outbox)),
         Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
         Route("/deliveries/{delivery_id}/redeliver", partial(redeliver, outbox=outbox, clock=clock),
@@ -83,6 +89,40 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
         limit=limit,
     )
     return JSONResponse({"events": [event.to_json() for _, event in events]})
+
+
+async def stream(request: Request, *, store: Store) -> StreamingResponse:
+    """Server-Sent Events of new events: `id:` is the store's sequence, `data:` the event's JSON.
+
+    It reads the store, not this process, so every replica streams every replica's events; a
+    client that reconnects with Last-Event-ID gets what it missed, in order.
+    """
+    given = request.headers.get("last-event-id") or request.query_params.get("after")
+    if given is not None and not given.isdigit():
+        raise Malformed("Last-Event-ID must be an event sequence number from this stream")
+    after = int(given) if given is not None else None
+    if after is None:  # from now on
+        newest = await store.recent(limit=1)
+        after = newest[0][0] if newest else 0
+    return StreamingResponse(_events_after(store, after), media_type="text/event-stream",
+                             headers={"cache-control": "no-store", "x-accel-buffering": "no"})
+
+
+async def _events_after(store: Store, after: int) -> AsyncIterator[bytes]:
+    yield b": stream of status-gateway events\n\n"
+    quiet = 0.0
+    while True:
+        rows = await store.recent(after_seq=after, limit=STREAM_BATCH)
+        for seq, event in reversed(rows):  # oldest first
+            yield b"id: %d\ndata: %s\n\n" % (seq, event.dumps())
+            after = seq
+        if len(rows) == STREAM_BATCH:
+            continue  # more are waiting
+        await asyncio.sleep(STREAM_POLL)
+        quiet = 0.0 if rows else quiet + STREAM_POLL
+        if quiet >= STREAM_KEEPALIVE:  # a comment line, so proxies keep an idle stream open
+            quiet = 0.0
+            yield b": keep-alive\n\n"
 
 
 async def list_deliveries(request: Request, *, outbox: Outbox) -> JSONResponse:

@@ -9,6 +9,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -288,14 +289,25 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
 @click.option("--provider", type=click.Choice(EVENT_PROVIDERS))
 @click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]))
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
+@click.option("--url", help="With --follow: a running gateway's base URL; follows its /v1/stream (server.api_token).")
 def tail(config_path: str | None, count: int, follow: bool, provider: str | None,
-         status_filter: str | None, as_json: bool) -> None:
+         status_filter: str | None, as_json: bool, url: str | None) -> None:
     """Print the newest normalized events, oldest of them first."""
     config = _load(config_path, dev_secrets=True)
     wanted = Status(status_filter) if status_filter else None
 
     def show(event: StatusEvent) -> None:
-        click.echo(orjson.dumps(event.to_json()).decode() if as_json else _event_line(event))
+        if (provider is None or event.provider == provider) and (wanted is None or event.status is wanted):
+            click.echo(orjson.dumps(event.to_json()).decode() if as_json else _event_line(event))
+
+    if url:
+        if not follow:
+            _fail("--url goes with --follow")
+        try:
+            _follow_stream(url, config.server.api_token, show)
+        except KeyboardInterrupt:
+            pass
+        return
 
     async def run() -> None:
         async with _store(config) as store:
@@ -396,3 +408,29 @@ def redeliver(config_path: str | None, delivery_ids: tuple[str, ...], subscripti
     missing = set(delivery_ids) - set(queued)
     if missing:
         _fail(f"no delivery {', '.join(sorted(missing))}")
+
+
+def _follow_stream(url: str, token: str | None, show: Callable[[StatusEvent], None]) -> None:
+    """Prints the events of a gateway's /v1/stream (Server-Sent Events) as they come, resuming with
+    Last-Event-ID when the connection drops."""
+    import httpx
+
+    if not token:
+        _fail("server.api_token is empty: /v1/stream needs it")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+    last: str | None = None
+    while True:
+        try:
+            with httpx.stream("GET", url.rstrip("/") + "/v1/stream", timeout=httpx.Timeout(30, read=None),
+                              headers={**headers, **({"Last-Event-ID": last} if last else {})}) as answer:
+                if answer.status_code != 200:
+                    _fail(f"{url}/v1/stream answered {answer.status_code}: {answer.read().decode()[:200]}")
+                for line in answer.iter_lines():
+                    if line.startswith("id: "):
+                        last = line[4:]
+                    elif line.startswith("data: "):
+                        show(StatusEvent.loads(line[6:]))
+                        sys.stdout.flush()
+        except httpx.TransportError as exc:
+            click.echo(f"stream interrupted ({type(exc).__name__}); reconnecting", err=True)
+            time.sleep(1)
