@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from typing import Any
 
 import jwt
+import orjson
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -109,3 +111,34 @@ naive = Starlette(routes=[
     Route(VONAGE_PATH, vonage, methods=["POST"]),
     Route("/healthz", healthz),
 ])
+
+
+class Receiver:
+    """A fast subscriber for bench.forward: answers 200 at once and remembers each delivery's
+    webhook-id, arrival time and the event's received_at; GET /dump gives them all back."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[tuple[str, float, str]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await lifespan(receive, send)
+            return
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        answer = b""
+        if scope["method"] == "POST":
+            headers = dict(scope["headers"])
+            received_at = orjson.loads(body)["data"]["received_at"]
+            self.arrivals.append((headers[b"webhook-id"].decode(), time.time(), received_at))
+        elif scope["path"] == "/dump":
+            answer = orjson.dumps({"arrivals": self.arrivals})
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-length", str(len(answer)).encode())]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+receiver = Receiver()

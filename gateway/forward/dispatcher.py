@@ -51,8 +51,12 @@ class Dispatcher:
         self._timeout = forward.timeout
         self._clock = clock
         self._poll = poll
+        self._per_subscription = per_subscription
         self._gates = {name: asyncio.Semaphore(per_subscription) for name in self._subscriptions}
-        self._room = per_subscription * max(1, len(self._subscriptions))  # attempts in flight at most
+        # Leased deliveries in this process at most: those being sent (per_subscription each) and
+        # those whose record is being committed, which must not hold a sending slot (one commit
+        # records a batch of them, and waiting for its fsync capped the rate at 8 per commit).
+        self._room = 4 * CLAIM + per_subscription * max(1, len(self._subscriptions))
         self._inflight: dict[asyncio.Task[None], str] = {}
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
@@ -63,7 +67,8 @@ class Dispatcher:
     async def start(self) -> None:
         # Timeouts are the attempt's own deadline (asyncio.timeout), not aiohttp's per-phase ones.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self._room), timeout=aiohttp.ClientTimeout(total=None),
+            connector=aiohttp.TCPConnector(limit=self._per_subscription * max(1, len(self._subscriptions))),
+            timeout=aiohttp.ClientTimeout(total=None),
             auto_decompress=False)
         self._loop_task = asyncio.create_task(self._run(), name="forward-dispatcher")
 

@@ -161,8 +161,12 @@ class SQLiteSink(SQLReads):
     # --- the outbox (Outbox protocol): the dispatcher's leases and records ----------------------
 
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """One write transaction of the gateway process, in its turn with the writer processes."""
-        conn = self.connect()
+        """One write transaction of the gateway process, in its turn with the writer processes.
+
+        synchronous=NORMAL: a lease or an attempt's record lost to a power cut only means the
+        delivery is sent again (at least once, the same webhook-id); events keep FULL.
+        """
+        conn = connect(self.path, synchronous="normal", busy_timeout_ms=self._busy_timeout_ms)
         try:
             with self._turn():
                 conn.execute("BEGIN IMMEDIATE")
