@@ -23,7 +23,7 @@ from gateway.errors import GatewayError, from_http, refusal
 from gateway.forward.dispatcher import Dispatcher
 from gateway.forward.outbox import Outbox as OutboxPart
 from gateway.metrics import metrics_endpoint
-from gateway.sinks import Part, Sink, Store, is_store, open_sink, sink_label
+from gateway.sinks import Part, Sink, Store, open_sink, sink_label
 from gateway.sinks.base import Outbox
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
@@ -82,7 +82,8 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     labels = [sink_label(index, sink.type) for index, sink in enumerate(config.sinks)]
     # The outbox's rows commit with each event in the first store's own transaction; that store
     # alone keeps them (a second store would make a second copy of every delivery).
-    outbox_at = next((i for i, sink in enumerate(config.sinks) if sink.store), None) if config.forward else None
+    store_at = next((i for i, sink in enumerate(config.sinks) if sink.store), None)
+    outbox_at = store_at if config.forward else None
     parts: list[Part] = [OutboxPart(config.forward.subscriptions)] if config.forward else []
     sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe,
                                parts=parts if index == outbox_at else ()))
@@ -95,7 +96,7 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
         Route("/metrics", metrics_endpoint),
     ]
     callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None)
-    store = next((s for _, s in sinks if is_store(s)), None)
+    store = sinks[store_at][1] if store_at is not None else None
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock))
 

@@ -21,7 +21,6 @@ from gateway.config import Config, load_config, parse_config, read_document, req
 from gateway.errors import ConfigError, GatewayError
 from gateway.model import Status, StatusEvent
 from gateway.simulate import SCENARIOS
-from gateway.sinks.settings import STORE_TYPES
 from providers import EVENT_PROVIDERS, PROVIDERS
 
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
@@ -135,7 +134,7 @@ def check(config_path: str | None) -> None:
 
 def api_state(config: Config) -> str:
     """What /v1 will do with this config: it needs a token and a store to read."""
-    has_store = any(sink.type in STORE_TYPES for sink in config.sinks)
+    has_store = any(sink.store for sink in config.sinks)
     if not config.server.api_token:
         return "off (404: server.api_token is empty)"
     if not has_store:
@@ -218,11 +217,11 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
 
 @asynccontextmanager
 async def _store(config: Config) -> AsyncIterator[Any]:
-    from gateway.sinks import is_store, open_sink
+    from gateway.sinks import open_sink
 
     for sink_config in config.sinks:
-        sink = open_sink(sink_config, reading=True)
-        if is_store(sink):
+        if sink_config.store:
+            sink = open_sink(sink_config, reading=True)
             await sink.open()
             try:
                 yield sink

@@ -64,6 +64,11 @@ def utc_iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drops the "+00:00"
 
 
+def parse_utc_iso(text: str) -> datetime:
+    """The moment utc_iso() wrote ("…Z")."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
 def event_id(
     provider: str,
     account: str | None,

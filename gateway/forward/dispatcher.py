@@ -31,7 +31,7 @@ from gateway.errors import SinkUnavailable
 from gateway.forward import signing
 from gateway.forward.payload import with_current
 from gateway.forward.settings import ForwardConfig, Subscription
-from gateway.model import utc_iso
+from gateway.model import parse_utc_iso, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Outbox
 
 log = logging.getLogger("gateway.forward")
@@ -62,6 +62,7 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
         self._outage_logged = False
+        self._starved = False  # waiting because every slot is taken: a finished attempt frees one
         self._me = f"{socket.gethostname()}:{os.getpid()}"  # who holds a lease (deliveries.claimed_by)
 
     async def start(self) -> None:
@@ -83,12 +84,14 @@ class Dispatcher:
             await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._inflight:
             _, left = await asyncio.wait(list(self._inflight), timeout=self._timeout + 1)
+            # Their ids now: a task's done-callback drops it from _inflight.
+            unfinished = [self._inflight[task] for task in left]
             for task in left:
                 task.cancel()
             if left:
                 await asyncio.gather(*left, return_exceptions=True)
                 try:
-                    await self._outbox.release([self._inflight[task] for task in left])
+                    await self._outbox.release(unfinished)
                 except SinkUnavailable:
                     pass  # the leases run out by themselves
         if self._session is not None:
@@ -110,6 +113,7 @@ class Dispatcher:
                 self._inflight[task] = delivery.id
                 task.add_done_callback(self._done)
             if len(claimed) < min(room, CLAIM) or room <= 0:
+                self._starved = room <= 0
                 try:
                     await asyncio.wait_for(self._wake.wait(), self._poll)
                 except TimeoutError:
@@ -121,14 +125,16 @@ class Dispatcher:
         except SinkUnavailable:
             return
         metrics.FORWARD_BACKLOG.set(pending)
-        age = (self._clock() - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds() if oldest else 0
+        age = (self._clock() - parse_utc_iso(oldest)).total_seconds() if oldest else 0
         metrics.FORWARD_OLDEST.set(max(0.0, age))
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("a delivery attempt failed unexpectedly", exc_info=task.exception())
-        self._wake.set()  # room for more
+        if self._starved:  # otherwise the loop is not waiting for room: a claim now would find the same
+            self._starved = False
+            self._wake.set()
 
     async def _claim(self, limit: int) -> list[Claimed]:
         now = self._clock()
@@ -200,8 +206,8 @@ class Dispatcher:
         outcome = "retrying" if attempt.state == "pending" else attempt.state
         metrics.FORWARD_ATTEMPTS.labels(subscription, outcome).inc()
         if attempt.state == "delivered":
-            received = datetime.fromisoformat(received_at.replace("Z", "+00:00"))
-            metrics.FORWARD_LATENCY.labels(subscription).observe((self._clock() - received).total_seconds())
+            took = self._clock() - parse_utc_iso(received_at)
+            metrics.FORWARD_LATENCY.labels(subscription).observe(took.total_seconds())
         try:
             await self._outbox.finish(attempt, disable=disable)
         except SinkUnavailable as exc:  # the lease runs out and the delivery is sent again: at least once

@@ -20,13 +20,9 @@ def open_sink(config: SinkSettings, *, reading: bool = False, observe: Observe |
     return config.open(reading=reading, observe=observe, parts=parts)
 
 
-def is_store(sink: Sink) -> bool:
-    return hasattr(sink, "timeline")
-
-
 def sink_label(index: int, type_: str) -> str:
     """How /readyz, the metrics and `check` name a sink: its place in the config and its type."""
     return f"sinks.{index}:{type_}"
 
 
-__all__ = ["Part", "Sink", "Store", "is_store", "open_sink", "sink_label"]
+__all__ = ["Part", "Sink", "Store", "open_sink", "sink_label"]

@@ -100,5 +100,4 @@ class PostgresSinkConfig(SinkSettings):
 SINK_TYPES: dict[str, type[SinkSettings]] = {
     "log": LogSinkConfig, "sqlite": SQLiteSinkConfig, "postgres": PostgresSinkConfig,
 }
-STORE_TYPES = frozenset(name for name, cls in SINK_TYPES.items() if cls.store)
 SinkConfig = Annotated[LogSinkConfig | SQLiteSinkConfig | PostgresSinkConfig, Field(discriminator="type")]

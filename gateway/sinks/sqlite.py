@@ -183,8 +183,8 @@ class SQLiteSink(SQLReads):
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         def work(conn: sqlite3.Connection) -> list[Claimed]:
             conn.execute(OUTBOX.disable_pending)
-            return [Claimed(row[0], row[1], row[2], bytes(row[3]) if isinstance(row[3], bytes) else row[3].encode(),
-                            row[4].encode(), row[5], row[6], row[7])
+            # The outbox writes the body as text (one column type for both stores).
+            return [Claimed(row[0], row[1], row[2], row[3].encode(), row[4].encode(), row[5], row[6], row[7])
                     for row in conn.execute(OUTBOX.claim, (lease_until, now, limit, by)).fetchall()]
 
         return await self._outbox(work)

@@ -3,9 +3,10 @@ every request verifies with the Standard Webhooks library, and each answer does 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import free_port, main
 from gateway.config import load_config
+from gateway.forward.dispatcher import Dispatcher
+from gateway.forward.settings import ForwardConfig
+from gateway.sinks.base import Attempt, Claimed
 from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document, wait_until
 from tests.forward.receiver import Answer, Receiver, serve
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
@@ -206,3 +210,44 @@ def test_the_cli_lists_shows_and_redelivers(tmp_path: Path) -> None:
     assert rows(tmp_path, "SELECT state, schedule_from FROM deliveries") == [("pending", 2)]
     unknown = runner.invoke(main, ["redeliver", "nope", "--config", config], env=ENV)
     assert unknown.exit_code == 1 and "no delivery nope" in unknown.output
+
+
+class StuckOutbox:
+    """An Outbox (the Protocol, no mock) whose store stops answering once an attempt is to be recorded."""
+
+    def __init__(self) -> None:
+        self.handed_out = False
+        self.released: list[str] = []
+        self.finishing = asyncio.Event()
+
+    async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
+        if self.handed_out:
+            return []
+        self.handed_out = True
+        body = b'{"type":"message.status.sent","timestamp":"t","data":{"id":"e1"}}'
+        return [Claimed("d1", "crm", "e1", body, b'{"status":"sent"}', 0, "2026-01-01T00:00:00.000000Z")]
+
+    async def finish(self, attempt: Attempt, *, disable: str | None = None) -> None:
+        self.finishing.set()
+        await asyncio.Event().wait()  # never
+
+    async def release(self, delivery_ids: Sequence[str]) -> None:
+        self.released = list(delivery_ids)
+
+    async def backlog(self) -> tuple[int, str | None]:
+        return 0, None
+
+
+def test_shutdown_releases_the_lease_of_an_attempt_that_cannot_finish(receiver: Receiver) -> None:
+    forward = ForwardConfig.model_validate({"timeout": 0.2, "subscriptions": [
+        {"name": "crm", "url": receiver.url, "secret": SECRET}]})
+    outbox = StuckOutbox()
+
+    async def run() -> None:
+        dispatcher = Dispatcher(outbox, forward)  # type: ignore[arg-type]
+        await dispatcher.start()
+        await asyncio.wait_for(outbox.finishing.wait(), 30)
+        await asyncio.wait_for(dispatcher.stop(), 30)
+
+    asyncio.run(run())
+    assert len(receiver.requests) == 1 and outbox.released == ["d1"]
