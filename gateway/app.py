@@ -20,7 +20,7 @@ from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, from_http, refusal
-from gateway.forward.dispatcher import Dispatcher
+from gateway.forward.dispatcher import CallbackLoad, Dispatcher
 from gateway.forward.outbox import Outbox as OutboxPart
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Part, Sink, Store, open_sink, sink_label
@@ -40,18 +40,23 @@ class Gateway:
     """
 
     def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks,
-                 dispatcher: Dispatcher | None = None) -> None:
+                 dispatcher: Dispatcher | None = None, load: CallbackLoad | None = None) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
         self.dispatcher = dispatcher
+        self.load = load or CallbackLoad()
         self.state = rest.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             route = self.callbacks.get(scope["path"])
             if route is not None:
-                await route(scope, receive, send)
+                self.load.started()
+                try:
+                    await route(scope, receive, send)
+                finally:
+                    self.load.ended()
                 return
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
@@ -88,7 +93,8 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     sinks = [(label, open_sink(sink, observe=metrics.SINK_WRITE.labels(label).observe,
                                parts=parts if index == outbox_at else ()))
              for index, (label, sink) in enumerate(zip(labels, config.sinks, strict=True))]
-    dispatcher = (Dispatcher(cast(Outbox, sinks[outbox_at][1]), config.forward, clock=clock)
+    load = CallbackLoad()
+    dispatcher = (Dispatcher(cast(Outbox, sinks[outbox_at][1]), config.forward, clock=clock, load=load)
                   if config.forward and outbox_at is not None else None)
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
@@ -104,7 +110,7 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return Gateway(callbacks, app, sinks, dispatcher)
+    return Gateway(callbacks, app, sinks, dispatcher, load)
 
 
 def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,

@@ -10,6 +10,8 @@ records the attempt and schedules the next one. One per gateway process, never o
   Retry-After); after the last wait, failed.
 - At most `per_subscription` attempts of one subscription at once, so a slow subscriber cannot
   hold the others up.
+- Callbacks come first: while BUSY or more are being answered in this process, an attempt starts
+  only after every BUSY_SHARE of them (CallbackLoad).
 """
 
 from __future__ import annotations
@@ -40,11 +42,47 @@ CLAIM = 64  # deliveries leased at once
 # A lease outlives its attempt (bounded by the timeout) and the attempt's record; a replica that
 # died mid-send leaves its deliveries to the others when the lease ends.
 LEASE_MARGIN = 5.0
+BUSY = 16  # callbacks in flight in this process from which forwarding steps back…
+BUSY_SHARE = 32  # …to one attempt per this many callbacks answered (slower, never stopped)
+
+
+class CallbackLoad:
+    """The callbacks this process is answering, counted by the Gateway, and the turns forwarding
+    gets while they are many: callbacks and deliveries share one core, and a provider waits on its
+    answer while a delivery waits safely in the outbox (docs/benchmarks.md has the numbers)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.answered = 0
+        self._next_turn = 0
+        self._waiting = False
+        self._turn = asyncio.Event()
+        self._queue = asyncio.Lock()  # attempts wait for their turn one after the other
+
+    def started(self) -> None:
+        self.in_flight += 1
+
+    def ended(self) -> None:
+        self.in_flight -= 1
+        self.answered += 1
+        if self._waiting and (self.in_flight < BUSY or self.answered >= self._next_turn):
+            self._turn.set()
+
+    async def turn(self) -> None:
+        """Returns at once while callbacks are few; else after BUSY_SHARE more are answered. A
+        waiting attempt always gets its turn: BUSY callbacks in flight will end."""
+        async with self._queue:
+            while self.in_flight >= BUSY and self.answered < self._next_turn:
+                self._waiting = True
+                self._turn.clear()
+                await self._turn.wait()
+            self._waiting = False
+            self._next_turn = self.answered + BUSY_SHARE
 
 
 class Dispatcher:
     def __init__(self, outbox: Outbox, forward: ForwardConfig, *, clock: Clock = system_clock,
-                 per_subscription: int = 8, poll: float = POLL) -> None:
+                 per_subscription: int = 8, poll: float = POLL, load: CallbackLoad | None = None) -> None:
         self._outbox = outbox
         self._subscriptions = {s.name: s for s in forward.subscriptions}
         self._schedule = forward.retry_schedule
@@ -58,6 +96,7 @@ class Dispatcher:
         # records a batch of them, and waiting for its fsync capped the rate at 8 per commit).
         self._room = 4 * CLAIM + per_subscription * max(1, len(self._subscriptions))
         self._inflight: dict[asyncio.Task[None], str] = {}
+        self._load = load or CallbackLoad()
         self._wake = asyncio.Event()
         self._session: aiohttp.ClientSession | None = None
         self._loop_task: asyncio.Task[None] | None = None
@@ -74,8 +113,11 @@ class Dispatcher:
         self._loop_task = asyncio.create_task(self._run(), name="forward-dispatcher")
 
     def wake(self) -> None:
-        """A callback stored an event: look at the outbox now rather than at the next poll."""
-        self._wake.set()
+        """A callback stored an event: look at the outbox now rather than at the next poll (unless
+        the loop waits for room: then a new delivery changes nothing, and each useless pass of the
+        loop cost the callbacks more than their outbox rows did)."""
+        if not self._starved:
+            self._wake.set()
 
     async def stop(self) -> None:
         """Lets in-flight attempts finish (each is bounded by the timeout); releases any left."""
@@ -132,7 +174,9 @@ class Dispatcher:
         self._inflight.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
             log.error("a delivery attempt failed unexpectedly", exc_info=task.exception())
-        if self._starved:  # otherwise the loop is not waiting for room: a claim now would find the same
+        # Only a loop waiting for room is woken (otherwise a claim now would find the same), and only
+        # once there is room for a batch worth a claim (its transaction), not for each finished attempt.
+        if self._starved and self._room - len(self._inflight) >= min(self._room, CLAIM) // 4:
             self._starved = False
             self._wake.set()
 
@@ -159,6 +203,7 @@ class Dispatcher:
                                        0.0, "failed", now), delivery.subscription, delivery.created_at)
             return
         async with self._gates[subscription.name]:
+            await self._load.turn()
             started = self._clock()
             status, error, retry_after, took = await self._send(subscription, delivery, started)
         await self._finish(self._outcome(delivery, subscription, number, started, status, error, retry_after, took),

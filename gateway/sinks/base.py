@@ -4,8 +4,9 @@ that adds rows to a store's own write."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -31,10 +32,7 @@ class Rows:
     current: str | None = None
 
     def __post_init__(self) -> None:
-        if self.current is not None and self.current not in self.columns:
-            raise ValueError(f"{self.current} is not a column of {self.table}")
-        if not all(IDENTIFIER.fullmatch(name) for name in (self.table, *self.columns)):
-            raise ValueError(f"not a plain SQL name among {self.table}{self.columns}")
+        _check_names(self.table, self.columns, self.current)
         if any(len(row) != len(self.columns) for row in self.values):
             raise ValueError(f"a row of {self.table} does not have {len(self.columns)} values")
 
@@ -46,12 +44,36 @@ class Rows:
         table, columns, values, current = data
         return cls(table, tuple(columns), tuple(tuple(row) for row in values), current)
 
-    def with_current(self, current: str) -> list[tuple[Any, ...]]:
-        """The rows to insert, with the current-status column filled in."""
+    def with_current(self, *current: Any) -> list[tuple[Any, ...]]:
+        """The rows to insert, with the current-status column replaced by `current`: its JSON, or
+        the parameters of the store's SQL that makes it."""
         if self.current is None:
             return list(self.values)
         at = self.columns.index(self.current)
-        return [(*row[:at], current, *row[at + 1:]) for row in self.values]
+        return [(*row[:at], *current, *row[at + 1:]) for row in self.values]
+
+
+@functools.lru_cache(maxsize=64)
+def _check_names(table: str, columns: tuple[str, ...], current: str | None) -> None:
+    """Once per shape, not per event: the writer rebuilds every event's Rows from its line."""
+    if current is not None and current not in columns:
+        raise ValueError(f"{current} is not a column of {table}")
+    if not all(IDENTIFIER.fullmatch(name) for name in (table, *columns)):
+        raise ValueError(f"not a plain SQL name among {table}{columns}")
+
+
+Key = tuple[str, str]  # (provider, message_id)
+
+
+def rows_by_table(added: Iterable[tuple[Key, Sequence[Rows]]], current: Callable[[Key], tuple[Any, ...]],
+                  ) -> dict[tuple[str, tuple[str, ...], str | None], list[tuple[Any, ...]]]:
+    """The rows of a batch's new events (each with its message's key), table by table, with
+    current(key) in place of a current column: one INSERT per table and batch, not per event."""
+    tables: dict[tuple[str, tuple[str, ...], str | None], list[tuple[Any, ...]]] = {}
+    for key, extras in added:
+        for rows in extras:
+            tables.setdefault((rows.table, rows.columns, rows.current), []).extend(rows.with_current(*current(key)))
+    return tables
 
 
 def current_json(status: str, received_at: str) -> str:

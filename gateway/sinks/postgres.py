@@ -21,7 +21,7 @@ import asyncpg
 
 from gateway.errors import SinkUnavailable
 from gateway.model import StatusEvent, utc_iso
-from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json
+from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json, rows_by_table
 from gateway.sinks.batch import Batcher, Observe, reason
 from gateway.sinks.sql import OutboxSQL, SQLReads, delivery_json, finish_params, first_occurrences
 
@@ -91,6 +91,10 @@ MIGRATIONS: list[list[str]] = [
         )""",
         # A subscription that answered 410 Gone: its pending deliveries are not sent (SPEC §7).
         "CREATE TABLE disabled_subscriptions (name text PRIMARY KEY, at text NOT NULL, reason text NOT NULL)",
+    ],
+    [  # 3: the message filter of `deliveries` finds the rows by time, not by an index of random keys
+        "DROP INDEX deliveries_by_message",
+        "CREATE INDEX deliveries_by_time ON deliveries (created_at)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -210,7 +214,8 @@ class PostgresSink(SQLReads):
 
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         async def work(conn: Connection) -> list[Claimed]:
-            await conn.execute(OUTBOX.disable_pending)
+            if await conn.fetchval(OUTBOX.any_disabled):
+                await conn.execute(OUTBOX.disable_pending)
             return [Claimed(r[0], r[1], r[2], r[3].encode(), r[4].encode(), r[5], r[6], r[7])
                     for r in await conn.fetch(OUTBOX.claim, lease_until, now, limit, by)]
 
@@ -316,8 +321,7 @@ async def _insert_extras(conn: Connection,
         " JOIN unnest($1::text[], $2::text[]) AS w (provider, message_id)"
         " ON w.provider = m.provider AND w.message_id = m.message_id",
         [p for p, _ in wanted], [m for _, m in wanted])} if wanted else {}
-    for event, new, extras in batch:
-        for rows in extras if new else ():
-            marks = ", ".join(f"${n}" for n in range(1, len(rows.columns) + 1))
-            await conn.executemany(f"INSERT INTO {rows.table} ({', '.join(rows.columns)}) VALUES ({marks})",
-                                   rows.with_current(currents.get((event.provider, event.message_id), "")))
+    added = [((event.provider, event.message_id), extras) for event, new, extras in batch if new]
+    for (table, columns, _), values in rows_by_table(added, lambda key: (currents.get(key, ""),)).items():
+        marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
+        await conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", values)

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 from gateway.model import Status, StatusEvent, utc_iso
 from gateway.sinks.base import Attempt
+from providers import EVENT_PROVIDERS
 
 
 def first_occurrences(ids: Iterable[str]) -> list[bool]:
@@ -85,6 +86,8 @@ class OutboxSQL:
     def __init__(self, mark: str, lock: str = "") -> None:
         m = mark
         # A subscription that answered 410 sends nothing more: its pending rows become disabled.
+        # Run only when one is disabled (`any_disabled`): it looks at every pending row.
+        self.any_disabled = "SELECT EXISTS (SELECT 1 FROM disabled_subscriptions)"
         self.disable_pending = ("UPDATE deliveries SET state = 'disabled', lease_until = NULL WHERE state = 'pending'"
                                 " AND subscription IN (SELECT name FROM disabled_subscriptions)")
         self.claim = (
@@ -116,6 +119,13 @@ class OutboxSQL:
             if value is not None:
                 params.append(value)
                 clauses.append(f"{column} = {self.mark}{len(params)}")
+        if message_id is not None:
+            # A delivery is created at its event's received_at: look only between the message's first
+            # and last event (deliveries_by_time), found through the events' own index.
+            m, n = self.mark, len(params)
+            events = f"FROM events WHERE provider IN ({', '.join(PROVIDER_NAMES)}) AND message_id = {m}{n}"
+            clauses.append(f"created_at >= (SELECT min(received_at) {events})"
+                           f" AND created_at <= (SELECT max(received_at) {events})")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         params.append(limit)
         return (f"SELECT {DELIVERY_COLUMNS} FROM deliveries{where} ORDER BY created_at DESC, id"
@@ -133,6 +143,9 @@ class OutboxSQL:
         return self.requeue.replace("{where}", f"subscription = {self.mark}2 AND created_at >= {self.mark}3"), params
 
 
+# The events' provider names as SQL literals: with them the events' (provider, message_id, …) index
+# finds a message by its id alone. Names from code (the registry), never from a request.
+PROVIDER_NAMES = tuple(f"'{name}'" for name in EVENT_PROVIDERS if name.isidentifier())
 DELIVERY_COLUMNS = "id, subscription, event_id, provider, message_id, state, attempts, next_at, created_at, claimed_by"
 DELIVERY_KEYS = DELIVERY_COLUMNS.split(", ")
 HISTORY_KEYS = ("attempt", "at", "http_status", "error", "duration_ms")

@@ -20,7 +20,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import free_port, main
 from gateway.config import load_config
-from gateway.forward.dispatcher import Dispatcher
+from gateway.forward.dispatcher import BUSY, BUSY_SHARE, CallbackLoad, Dispatcher
 from gateway.forward.settings import ForwardConfig
 from gateway.sinks.base import Attempt, Claimed
 from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document, wait_until
@@ -251,3 +251,27 @@ def test_shutdown_releases_the_lease_of_an_attempt_that_cannot_finish(receiver: 
 
     asyncio.run(run())
     assert len(receiver.requests) == 1 and outbox.released == ["d1"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_forwarding_steps_back_while_callbacks_are_many_and_never_stops(anyio_backend: str) -> None:
+    load = CallbackLoad()
+    for _ in range(BUSY - 1):
+        load.started()
+    for _ in range(3):  # few callbacks: every attempt goes at once
+        await asyncio.wait_for(load.turn(), 1)
+    load.started()  # now BUSY callbacks are in flight: one attempt per BUSY_SHARE of them answered
+    waiting = asyncio.create_task(load.turn())
+    for _ in range(BUSY_SHARE):  # a steady load: another callback starts, one ends
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        load.started()
+        load.ended()
+    await asyncio.wait_for(waiting, 1)  # the BUSY_SHARE-th callback answered: its turn
+    calm = asyncio.create_task(load.turn())
+    await asyncio.sleep(0)
+    assert not calm.done()
+    load.ended()  # fewer than BUSY in flight: forwarding at full speed again
+    await asyncio.wait_for(calm, 1)
+    assert (load.in_flight, load.answered) == (BUSY - 1, BUSY_SHARE + 1)

@@ -95,7 +95,10 @@ async def test_each_matching_subscription_gets_one_delivery_and_a_retry_adds_non
     assert sorted((row[1], row[2]) for row in rows) == sorted(
         [("all", sent.id), ("all", delivered.id), ("finals", delivered.id)])
     assert all(row[5:] == ("pending", 0) for row in rows)
-    assert {row[0] for row in rows} == {delivery_id(row[1], row[2]) for row in rows}
+    received = {sent.id: sent.received_at, delivered.id: delivered.received_at}
+    assert {row[0] for row in rows} == {delivery_id(row[1], row[2], received[row[2]]) for row in rows}
+    # In arrival order, so new rows append to the id index: the later event's ids sort after.
+    assert max(row[0] for row in rows if row[2] == sent.id) < min(row[0] for row in rows if row[2] == delivered.id)
 
 
 async def test_data_current_is_the_status_the_write_left_and_the_request_verifies(store: Store) -> None:
@@ -114,27 +117,35 @@ async def test_data_current_is_the_status_the_write_left_and_the_request_verifie
     assert standardwebhooks.Webhook(SECRET).verify(body, sent_headers)["data"]["id"] == late_sent.id
 
 
-async def test_a_store_of_the_previous_schema_upgrades_in_place(tmp_path: Path) -> None:
-    path = tmp_path / "v1.db"
+@pytest.mark.parametrize("version", [1, 2])
+async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, version: int) -> None:
+    path = tmp_path / f"v{version}.db"
     conn = sqlite_db.connect(str(path))
     conn.execute("PRAGMA journal_mode = WAL")
-    for statement in sqlite_db.MIGRATIONS[0]:
-        conn.execute(statement)
-    conn.execute("PRAGMA user_version = 1")
+    for statements in sqlite_db.MIGRATIONS[:version]:
+        for statement in statements:
+            conn.execute(statement)
+    conn.execute(f"PRAGMA user_version = {version}")
     old = event(Status.SENT, 1)
     conn.execute("INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)"
                  " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (old.id, old.provider, old.message_id, "sent", 3, "",
                                                      old.received_at, old.dumps()))
+    if version == 2:  # a delivery of version 2, with its id of that version (a hash alone)
+        conn.execute("INSERT INTO deliveries (id, subscription, event_id, provider, message_id, body, current, state,"
+                     " attempts, next_at, created_at) VALUES ('0f' || hex(randomblob(15)), 'all', ?, 'twilio', 'SM1',"
+                     " '{}', '', 'pending', 0, ?, ?)", (old.id, old.received_at, old.received_at))
     conn.close()
     store = SQLiteSink(str(path), parts=[Outbox(SUBSCRIPTIONS)])
     await store.open()
     try:
         assert [e.id for e in await store.timeline("twilio", "SM1")] == [old.id]
         assert await store.write(event(Status.DELIVERED, 2)) is True
-        assert len(await deliveries(store)) == 2  # all and finals
+        assert len(await deliveries(store)) == 2 + (version == 2)  # all and finals, and the old one
+        listed = await store.deliveries(message_id="SM1")
+        assert sorted(d["event_id"] for d in listed) == sorted(row[2] for row in await deliveries(store))
     finally:
         await store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 2
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 3
 
 
 async def test_a_postgres_store_of_the_previous_schema_upgrades_in_place(postgres_dsn: str) -> None:
