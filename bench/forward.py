@@ -24,11 +24,11 @@ from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
-import httpx
+import orjson
 from twilio.request_validator import RequestValidator
 
 from bench.naive import TWILIO_PATH
-from bench.run import TWILIO_TOKEN, Server, ensure_wrk, start, twilio_requests, wrk
+from bench.run import TWILIO_TOKEN, Server, ensure_wrk, http_get, start, twilio_requests, wrk
 from gateway.cli import free_port
 
 SECRET = "whsec_" + base64.b64encode(b"bench-forwarding-secret-0123456789").decode()
@@ -44,7 +44,7 @@ def pending(db: Path) -> int:
 
 
 def arrivals(port: int) -> list[tuple[str, float, str]]:
-    return [tuple(a) for a in httpx.get(f"http://127.0.0.1:{port}/dump", timeout=60).json()["arrivals"]]  # type: ignore[misc]
+    return [tuple(a) for a in orjson.loads(http_get(f"http://127.0.0.1:{port}/dump", timeout=60)[1])["arrivals"]]
 
 
 def ingest(binary: str, workdir: Path, seconds: float, receiver_port: int | None) -> dict[str, Any]:

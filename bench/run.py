@@ -10,6 +10,7 @@ baselines store nothing, so they cycle through the same signed callbacks.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
+import aiohttp
 import jwt
 import yaml
 from twilio.request_validator import RequestValidator
@@ -148,13 +149,23 @@ def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | No
     deadline = time.monotonic() + 60
     while True:  # the harness (not a test) polls until the server answers
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code in (200, 404):
+            if http_get(f"http://127.0.0.1:{port}/healthz", timeout=1)[0] in (200, 404):
                 break
-        except httpx.HTTPError:
+        except (aiohttp.ClientError, OSError, TimeoutError):
             if process.poll() is not None or time.monotonic() > deadline:
                 sys.exit(f"{target} did not start; see {out.name}")
             time.sleep(0.1)
     return Server(process, workdir)
+
+
+def http_get(url: str, timeout: float) -> tuple[int, bytes]:
+    """One GET with the project's HTTP client (aiohttp), from the harness's synchronous code."""
+    async def get() -> tuple[int, bytes]:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session:
+            async with session.get(url) as answer:
+                return answer.status, await answer.read()
+
+    return asyncio.run(get())
 
 
 def wrk(binary: str, port: int, requests_file: Path, path: str, seconds: float, wrap: bool) -> dict[str, Any]:

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 import orjson
@@ -33,7 +33,7 @@ def main() -> None:
     """One verified, normalized webhook endpoint for Twilio and Vonage delivery statuses."""
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
 
@@ -186,8 +186,6 @@ def urls(config_path: str | None) -> None:
 def simulate(config_path: str | None, provider: str, status: str | None, endpoint_name: str | None,
              message_id: str | None, url: str | None, error_code: str | None, scenario: str | None) -> None:
     """Send correctly signed callbacks, as PROVIDER would, to a running gateway."""
-    import httpx
-
     from gateway import simulate as sim
 
     if not status and not scenario:
@@ -201,17 +199,22 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
     message_id = message_id or sim.new_message_id(provider)
     click.echo(f"{provider} message {message_id} → {target.send_url} (signed for {target.signed_url})")
     failures = 0
-    with httpx.Client(timeout=10) as client:
-        for word, times in steps:
-            request = sim.build(target, word, message_id, error_code)
-            for _ in range(times):
-                try:
-                    answer = sim.send(client, request)
-                except httpx.HTTPError as exc:
-                    _fail(f"cannot reach {target.send_url}: {exc} (is `status-gateway serve` running?)")
-                click.echo(f"  sent {word:<13} {request.body.decode()[:160]}")
-                click.echo(f"  → {answer.status_code} {answer.text[:200]}")
-                failures += answer.status_code != 200
+
+    async def send_all() -> None:
+        nonlocal failures
+        async with sim.Sender() as sender:
+            for word, times in steps:
+                request = sim.build(target, word, message_id, error_code)
+                for _ in range(times):
+                    try:
+                        code, text = await sender.send(request)
+                    except sim.Unreachable as exc:
+                        _fail(f"cannot reach {target.send_url}: {exc} (is `status-gateway serve` running?)")
+                    click.echo(f"  sent {word:<13} {request.body.decode()[:160]}")
+                    click.echo(f"  → {code} {text[:200]}")
+                    failures += code != 200
+
+    asyncio.run(send_all())
     sys.exit(1 if failures else 0)
 
 
@@ -260,7 +263,7 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
         _fail(str(exc))
     if found is None:
         _fail(f"no events for message {message_id}")
-    name, current, events = found  # type: ignore[misc]
+    name, current, events = found
     if as_json:
         click.echo(orjson.dumps({
             "provider": name, "message_id": message_id, "status": current.status.value,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -101,24 +100,30 @@ def redeliver(config_path: str | None, delivery_ids: tuple[str, ...], subscripti
 def follow_stream(url: str, token: str | None, show: Callable[[StatusEvent], None]) -> None:
     """Prints the events of a gateway's /v1/stream (Server-Sent Events) as they come, resuming with
     Last-Event-ID when the connection drops."""
-    import httpx
-
     if not token:
         _fail("server.api_token is empty: /v1/stream needs it")
+    asyncio.run(_follow(url.rstrip("/") + "/v1/stream", token, show))
+
+
+async def _follow(url: str, token: str, show: Callable[[StatusEvent], None]) -> None:
+    import aiohttp
+
     headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
     last: str | None = None
-    while True:
-        try:
-            with httpx.stream("GET", url.rstrip("/") + "/v1/stream", timeout=httpx.Timeout(30, read=None),
-                              headers={**headers, **({"Last-Event-ID": last} if last else {})}) as answer:
-                if answer.status_code != 200:
-                    _fail(f"{url}/v1/stream answered {answer.status_code}: {answer.read().decode()[:200]}")
-                for line in answer.iter_lines():
-                    if line.startswith("id: "):
-                        last = line[4:]
-                    elif line.startswith("data: "):
-                        show(StatusEvent.loads(line[6:]))
-                        sys.stdout.flush()
-        except httpx.TransportError as exc:
-            click.echo(f"stream interrupted ({type(exc).__name__}); reconnecting", err=True)
-            time.sleep(1)
+    # No read timeout: the stream's keep-alive comments come every few seconds, events when they do.
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, connect=30)) as session:
+        while True:
+            try:
+                async with session.get(url, headers={**headers, **({"Last-Event-ID": last} if last else {})}) as answer:
+                    if answer.status != 200:
+                        _fail(f"{url} answered {answer.status}: {(await answer.read()).decode()[:200]}")
+                    async for raw in answer.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line.startswith("id: "):
+                            last = line[4:]
+                        elif line.startswith("data: "):
+                            show(StatusEvent.loads(line[6:]))
+                            sys.stdout.flush()
+            except (aiohttp.ClientError, OSError) as exc:
+                click.echo(f"stream interrupted ({type(exc).__name__}); reconnecting", err=True)
+            await asyncio.sleep(1)  # before reconnecting (also after the server ended the stream)

@@ -17,8 +17,8 @@ from gateway.errors import ConfigError
 from providers import PROVIDERS
 from providers.base import SampleRequest
 
-if TYPE_CHECKING:  # the CLI imports this module for its choices; httpx only when it sends
-    import httpx
+if TYPE_CHECKING:  # the CLI imports this module for its choices; aiohttp only when it sends
+    import aiohttp
 
 FAILURE_WORDS = {"failed", "undelivered", "undeliverable", "rejected"}
 SCENARIOS: tuple[str, ...] = tuple(sorted({name for cls in PROVIDERS.values() for name in cls.scenarios}))
@@ -71,5 +71,35 @@ def plan(provider: str, scenario: str | None, word: str | None) -> Iterator[tupl
         yield word, 1
 
 
-def send(client: httpx.Client, request: SampleRequest) -> httpx.Response:
-    return client.request(request.method, request.url, headers=request.headers, content=request.body)
+class Unreachable(Exception):
+    """The request got no HTTP answer (nothing listening, reset, timed out)."""
+
+
+class Sender:
+    """Sends the plan's requests over one aiohttp session (the project's one HTTP client)."""
+
+    def __init__(self, timeout: float = 10) -> None:
+        self._timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> Sender:
+        import aiohttp
+
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self._timeout))
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, request: SampleRequest) -> tuple[int, str]:
+        """(HTTP status, body text) of the gateway's answer."""
+        import aiohttp
+
+        assert self._session is not None, "async with Sender() first"
+        try:
+            async with self._session.request(request.method, request.url, headers=request.headers,
+                                             data=request.body or None, allow_redirects=False) as answer:
+                return answer.status, (await answer.read()).decode(errors="replace")
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise Unreachable(f"{type(exc).__name__}: {exc}") from exc

@@ -16,9 +16,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import http_client
 from tests.conftest import config_document, start_gateway
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 
@@ -27,19 +27,19 @@ LOCK = threading.Lock()
 
 
 @pytest.fixture
-def http() -> Iterator[httpx.Client]:
+def http() -> Iterator[http_client.Client]:
     """One connection pool for every thread: a client per request costs more than the request."""
-    with httpx.Client(timeout=30) as client:
+    with http_client.Client(timeout=30) as client:
         yield client
 
 
-def send(http: httpx.Client, url: str, index: int, answers: dict[str, int | None], enough: threading.Event | None = None,
+def send(http: http_client.Client, url: str, index: int, answers: dict[str, int | None], enough: threading.Event | None = None,
          at_least: int = 0) -> None:
     sid = f"SM{index:032d}"
     headers, body = twilio_request(twilio_fields("delivered", sid=sid))
     try:
         code: int | None = http.post(url + TWILIO_PATH, headers=headers, content=body).status_code
-    except httpx.HTTPError:
+    except http_client.HTTPError:
         code = None  # cut off: never acknowledged
     with LOCK:
         answers[sid] = code
@@ -63,7 +63,7 @@ def wait_gone(pid: int, timeout: float = 60) -> None:
         time.sleep(0.01)  # polls a condition (the process is gone), not a synchronization by sleep
 
 
-def test_sigkill_mid_load_loses_no_acknowledged_callback(tmp_path: Path, http: httpx.Client) -> None:
+def test_sigkill_mid_load_loses_no_acknowledged_callback(tmp_path: Path, http: http_client.Client) -> None:
     gateway = start_gateway(tmp_path, config_document(tmp_path))
     writers = children(gateway.process.pid)
     answers: dict[str, int | None] = {}
@@ -81,7 +81,7 @@ def test_sigkill_mid_load_loses_no_acknowledged_callback(tmp_path: Path, http: h
     assert len(acknowledged) >= 300 and None in answers.values()  # it really was killed mid-load
     restarted = start_gateway(tmp_path, config_document(tmp_path))  # the file opens cleanly after the crash
     try:
-        assert httpx.get(restarted.url + "/readyz").status_code == 200
+        assert http_client.get(restarted.url + "/readyz").status_code == 200
     finally:
         restarted.stop()
     assert acknowledged <= stored_ids(tmp_path / "gateway.db")
@@ -114,7 +114,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
-def test_a_full_disk_answers_503_and_the_gateway_recovers_when_space_returns(tmp_path: Path, http: httpx.Client) -> None:
+def test_a_full_disk_answers_503_and_the_gateway_recovers_when_space_returns(tmp_path: Path, http: http_client.Client) -> None:
     with small_disk(tmp_path / "disk") as disk:
         document = config_document(tmp_path)
         document["sinks"] = [{"type": "sqlite", "path": str(disk / "gateway.db")}]
@@ -124,18 +124,18 @@ def test_a_full_disk_answers_503_and_the_gateway_recovers_when_space_returns(tmp
             send(http, gateway.url, 0, answers)
             assert answers == {f"SM{0:032d}": 200}
             filler = fill(disk)
-            assert httpx.get(gateway.url + "/readyz").status_code == 503
+            assert http_client.get(gateway.url + "/readyz").status_code == 503
             with ThreadPoolExecutor(max_workers=16) as pool:
                 list(pool.map(lambda index: send(http, gateway.url, index, answers), range(1, 400)))
             assert set(answers.values()) <= {200, 503}  # never a 500, never a cut connection
             assert 503 in answers.values()
             headers, body = twilio_request(twilio_fields("sent", sid="SM" + "e" * 32))
-            refused = httpx.post(gateway.url + TWILIO_PATH, headers=headers, content=body)
+            refused = http_client.post(gateway.url + TWILIO_PATH, headers=headers, content=body)
             assert (refused.status_code, refused.json()["error"]) == (503, "sink_unavailable")
             assert refused.headers["retry-after"] == "5"
             filler.unlink()  # space again: no restart needed
             deadline = time.monotonic() + 60
-            while httpx.get(gateway.url + "/readyz").status_code != 200:  # polls a condition
+            while http_client.get(gateway.url + "/readyz").status_code != 200:  # polls a condition
                 assert time.monotonic() < deadline, "the gateway did not recover"
             again: dict[str, int | None] = {}
             with ThreadPoolExecutor(max_workers=16) as pool:

@@ -9,9 +9,9 @@ import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import http_client
 from tests.conftest import GatewayProcess, config_document, start_gateway
 from tests.signing import (
     TWILIO_PATH,
@@ -32,7 +32,7 @@ def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_callbacks_are_verified_stored_and_logged(gateway_process: GatewayProcess) -> None:
-    with httpx.Client(base_url=gateway_process.url) as client:
+    with http_client.Client(base_url=gateway_process.url) as client:
         for status in ("sent", "delivered", "sent"):  # a late `sent` after `delivered`, and a retry
             headers, body = twilio_request(twilio_fields(status))
             assert client.post(TWILIO_PATH, headers=headers, content=body).status_code == 200
@@ -55,16 +55,16 @@ def test_callbacks_are_verified_stored_and_logged(gateway_process: GatewayProces
     assert not any("forger" in line for line in gateway_process.lines)
 
 
-def _send(client: httpx.Client, index: int) -> int | None:
+def _send(client: http_client.Client, index: int) -> int | None:
     headers, body = twilio_request(twilio_fields("delivered", sid=f"SM{index:032d}"))
     try:
         return client.post(TWILIO_PATH, headers=headers, content=body).status_code
-    except httpx.HTTPError:
+    except http_client.HTTPError:
         return None  # refused or cut off by the shutdown: never acknowledged, Twilio would retry
 
 
 def test_sigterm_under_load_loses_nothing_acknowledged(gateway_process: GatewayProcess) -> None:
-    with ThreadPoolExecutor(max_workers=16) as pool, httpx.Client(base_url=gateway_process.url, timeout=30) as client:
+    with ThreadPoolExecutor(max_workers=16) as pool, http_client.Client(base_url=gateway_process.url, timeout=30) as client:
         first = list(pool.map(lambda i: _send(client, i), range(200)))
         pending = [pool.submit(_send, client, i) for i in range(200, 600)]
         gateway_process.process.send_signal(signal.SIGTERM)
@@ -80,7 +80,7 @@ def test_sigterm_under_load_loses_nothing_acknowledged(gateway_process: GatewayP
 def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, config_document(tmp_path), "--workers", "2")
     try:
-        client = httpx.Client(base_url=gateway.url, timeout=30)
+        client = http_client.Client(base_url=gateway.url, timeout=30)
 
         def send(index: int) -> int:
             status = ("delivered", "sent", "delivered")[index % 3]  # a retry and a late `sent` per message
@@ -100,7 +100,7 @@ def test_two_workers_share_one_sqlite_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("body", [b"\xff" * 10, b"%", b"=&=&&", b"MessageSid"], ids=["bytes", "pct", "empty", "bare"])
 def test_garbage_never_gets_a_500(gateway_process: GatewayProcess, body: bytes) -> None:
-    answer = httpx.post(gateway_process.url + TWILIO_PATH, content=body,
+    answer = http_client.post(gateway_process.url + TWILIO_PATH, content=body,
                         headers={"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "x"})
     assert answer.status_code in (400, 403)
     assert rows(gateway_process.db, "SELECT count(*) FROM events") == [(0,)]

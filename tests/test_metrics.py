@@ -7,9 +7,9 @@ import re
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import http_client
 from tests.conftest import TWILIO_TOKEN, VONAGE_SECRET, config_document, start_gateway
 from tests.signing import (
     TWILIO_PATH,
@@ -21,7 +21,7 @@ from tests.signing import (
 )
 
 
-def scrape(client: httpx.Client) -> dict[str, float]:
+def scrape(client: http_client.Client) -> dict[str, float]:
     samples = {}
     for line in client.get("/metrics").text.splitlines():
         if line and not line.startswith("#"):
@@ -40,9 +40,8 @@ def test_counters_move_by_exactly_what_was_sent(tmp_path: Path, workers: int) ->
     gateway = start_gateway(tmp_path, config_document(tmp_path), "--workers", str(workers))
     # No keep-alive: each request is a new connection, so with two workers both take requests
     # and answer scrapes; the totals must still be exact.
-    limits = httpx.Limits(max_keepalive_connections=0)
     try:
-        with httpx.Client(base_url=gateway.url, timeout=30, limits=limits) as client:
+        with http_client.Client(base_url=gateway.url, timeout=30, keepalive=False) as client:
             before = scrape(client)
             started = time.time()
             for index in range(7):
@@ -84,7 +83,7 @@ def test_counters_move_by_exactly_what_was_sent(tmp_path: Path, workers: int) ->
 def test_json_access_log_has_one_line_per_request_and_no_secrets(tmp_path: Path) -> None:
     gateway = start_gateway(tmp_path, config_document(tmp_path, log_format="json", log_level="debug"))
     try:
-        with httpx.Client(base_url=gateway.url, timeout=30) as client:
+        with http_client.Client(base_url=gateway.url, timeout=30) as client:
             headers, body = twilio_request(twilio_fields("sent"))
             client.post(TWILIO_PATH, headers=headers, content=body)
             bad_headers, _ = twilio_request(twilio_fields("sent"), token="x")

@@ -15,9 +15,9 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
+from tests import http_client
 from tests.conftest import GatewayProcess, start_gateway
 from harness.postgres import PostgresCluster
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
@@ -39,10 +39,10 @@ class Load:
         self._stop = threading.Event()
         self._next = 0
         self._pool = ThreadPoolExecutor(max_workers=12)
-        self._clients = [httpx.Client(timeout=CLIENT_TIMEOUT) for _ in range(12)]
+        self._clients = [http_client.Client(timeout=CLIENT_TIMEOUT) for _ in range(12)]
         self._workers = [self._pool.submit(self._run, client) for client in self._clients]
 
-    def _run(self, client: httpx.Client) -> None:
+    def _run(self, client: http_client.Client) -> None:
         while not self._stop.is_set():
             with self._lock:
                 index, self._next = self._next, self._next + 1
@@ -52,9 +52,9 @@ class Load:
             try:
                 answer = client.post(replica.url + TWILIO_PATH, headers=headers, content=body)
                 outcome: tuple[int, str | None] | str = (answer.status_code, answer.headers.get("retry-after"))
-            except httpx.TimeoutException:
+            except http_client.Timeout:
                 outcome = "timeout"
-            except httpx.HTTPError as exc:
+            except http_client.HTTPError as exc:
                 outcome = f"error: {exc!r}"
             with self._lock:
                 self.answers[sid] = outcome
@@ -103,7 +103,7 @@ def replicas_on(tmp_path: Path, dsn: str) -> Iterator[list[GatewayProcess]]:
 def wait_ready(replicas: list[GatewayProcess], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     for gateway in replicas:
-        while httpx.get(gateway.url + "/readyz", timeout=CLIENT_TIMEOUT).status_code != 200:  # polls a condition
+        while http_client.get(gateway.url + "/readyz", timeout=CLIENT_TIMEOUT).status_code != 200:  # polls a condition
             assert time.monotonic() < deadline, "a replica did not recover"
 
 

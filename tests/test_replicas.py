@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import httpx
 import pytest
 import yaml
 
+from tests import http_client
 from tests.conftest import ENV, PUBLIC_URL, GatewayProcess, start_gateway
 from harness.postgres import PostgresCluster
 from tests.signing import TWILIO_PATH, VONAGE_PATH, twilio_fields, twilio_request, vonage_payload, vonage_request
@@ -80,7 +80,7 @@ def test_two_replicas_store_each_callback_once_and_keep_every_status_right(
 
     def send(job: tuple[str, str, dict[str, str], bytes]) -> int:
         url, path, headers, body = job
-        return httpx.post(url + path, headers=headers, content=body, timeout=30).status_code
+        return http_client.post(url + path, headers=headers, content=body, timeout=30).status_code
 
     with ThreadPoolExecutor(max_workers=24) as pool:
         codes = list(pool.map(send, jobs))
@@ -91,7 +91,7 @@ def test_two_replicas_store_each_callback_once_and_keep_every_status_right(
     current = dict(query(postgres_dsn, "SELECT m.message_id, e.status FROM messages m JOIN events e ON e.id = m.event_id"))
     assert current == {message: "delivered" for message in twilio_messages + vonage_messages}
     # Either replica answers for the shared state.
-    answer = httpx.get(f"{b.url}/v1/messages/twilio/{twilio_messages[0]}",
+    answer = http_client.get(f"{b.url}/v1/messages/twilio/{twilio_messages[0]}",
                        headers={"Authorization": "Bearer replica-api-token-0123456789"})
     assert answer.status_code == 200
     assert answer.json()["status"] == "delivered"
@@ -110,9 +110,9 @@ def test_postgres_outage_answers_503_then_recovers_without_losing_an_acknowledge
             sid = f"SM{next(counter):032d}"
             headers, body = twilio_request(twilio_fields("delivered", sid=sid))
             try:
-                code: int | None = httpx.post(gateway.url + TWILIO_PATH, headers=headers, content=body,
+                code: int | None = http_client.post(gateway.url + TWILIO_PATH, headers=headers, content=body,
                                               timeout=30).status_code
-            except httpx.HTTPError:
+            except http_client.HTTPError:
                 code = None
             answers[sid] = code
             return code
@@ -126,14 +126,14 @@ def test_postgres_outage_answers_503_then_recovers_without_losing_an_acknowledge
         cluster.stop()
         # Down: callbacks are refused with 503 + Retry-After (the provider retries), /readyz says so.
         headers, body = twilio_request(twilio_fields("delivered", sid="SM" + "f" * 32))
-        refused = httpx.post(gateway.url + TWILIO_PATH, headers=headers, content=body, timeout=30)
+        refused = http_client.post(gateway.url + TWILIO_PATH, headers=headers, content=body, timeout=30)
         assert refused.status_code == 503 and refused.json()["error"] == "sink_unavailable"
         assert int(refused.headers["retry-after"]) > 0
-        assert httpx.get(gateway.url + "/readyz", timeout=30).status_code == 503
+        assert http_client.get(gateway.url + "/readyz", timeout=30).status_code == 503
         load(lambda: sum(code == 503 for code in answers.values()) >= 20)
         cluster.start()
         deadline = time.monotonic() + 60
-        while httpx.get(gateway.url + "/readyz", timeout=30).status_code != 200:  # polls a condition
+        while http_client.get(gateway.url + "/readyz", timeout=30).status_code != 200:  # polls a condition
             assert time.monotonic() < deadline, "the gateway did not recover"
         before = len(answers)
         load(lambda: len(answers) >= before + 100)

@@ -11,8 +11,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import httpx
 
+from tests import http_client
 from tests.conftest import ENV, config_document, start_gateway, wait_until
 from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
 from tests.test_replicas import postgres_document
@@ -34,16 +34,16 @@ class Listener:
     def _read(self, url: str, headers: dict[str, str]) -> None:
         last = ""
         try:
-            with httpx.stream("GET", url + "/v1/stream", headers=headers,
-                              timeout=httpx.Timeout(10, read=2)) as answer:
+            with http_client.Client() as client, client.lines(url + "/v1/stream", headers=headers,
+                                                              read_timeout=2) as (answer, lines):
                 assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
-                for line in answer.iter_lines():
+                for line in lines:
                     self.connected.set()  # the stream's opening comment has arrived
                     if line.startswith("id: "):
                         last = line[4:]
                     elif line.startswith("data: "):
                         self.events.append((last, json.loads(line[6:])))
-        except httpx.ReadTimeout:
+        except http_client.Timeout:
             pass
         finally:
             self.connected.set()
@@ -51,7 +51,7 @@ class Listener:
 
 def send(url: str, sid: str, status: str = "delivered") -> None:
     headers, body = twilio_request(twilio_fields(status, sid=sid))
-    assert httpx.post(url + TWILIO_PATH, headers=headers, content=body, timeout=30).status_code == 200
+    assert http_client.post(url + TWILIO_PATH, headers=headers, content=body, timeout=30).status_code == 200
 
 
 def test_a_replica_streams_the_events_another_stored_and_a_reconnect_resumes(tmp_path: Path,
@@ -73,9 +73,9 @@ def test_a_replica_streams_the_events_another_stored_and_a_reconnect_resumes(tmp
         resumed = Listener(b.url, TOKEN, last_event_id=str(ids[0]))
         wait_until(lambda: len(resumed.events) == 2)
         assert [event["message_id"] for _, event in resumed.events] == [f"SM{i:032d}" for i in range(2, 4)]
-        refused = httpx.get(b.url + "/v1/stream", headers={"Authorization": "Bearer wrong"}, timeout=30)
+        refused = http_client.get(b.url + "/v1/stream", headers={"Authorization": "Bearer wrong"}, timeout=30)
         assert (refused.status_code, refused.json()["error"]) == (401, "unauthorized")
-        bad = httpx.get(b.url + "/v1/stream", headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "x"},
+        bad = http_client.get(b.url + "/v1/stream", headers={"Authorization": f"Bearer {TOKEN}", "Last-Event-ID": "x"},
                         timeout=30)
         assert (bad.status_code, bad.json()["error"]) == (400, "malformed")
     finally:
