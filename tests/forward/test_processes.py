@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import collections
+import os
 import signal
 import sqlite3
 from collections.abc import Iterator
@@ -135,3 +136,23 @@ def test_sqlite_with_two_workers_sends_each_delivery_once(tmp_path: Path, subscr
         gateway.stop()
     received = collections.Counter(r.headers["webhook-id"] for r in subscriber.requests)
     assert set(received.values()) == {1} and len(received) == 80
+
+
+def test_sqlite_worker_killed_mid_send_leaves_its_delivery_to_another(tmp_path: Path, subscriber: Receiver) -> None:
+    document = with_forward(config_document(tmp_path), subscriber.url)
+    subscriber.script.append(Answer(200, drip=0.5))  # the first attempt hangs in the receiver
+    gateway = start_gateway(tmp_path, document, "--workers", "2")
+    db = tmp_path / "gateway.db"
+    try:
+        send(gateway, ["SM" + "w" * 32])
+        wait_until(lambda: len(subscriber.requests) == 1)
+        [(holder,)] = sqlite_rows(db, "SELECT claimed_by FROM deliveries")
+        os.kill(int(holder.rpartition(":")[2]), signal.SIGKILL)  # the worker sending it, mid-send
+        wait_until(lambda: sqlite_rows(db, "SELECT state FROM deliveries") == [("delivered",)])
+        [(sender,)] = sqlite_rows(db, "SELECT claimed_by FROM deliveries")
+    finally:
+        gateway.stop()
+    first, second = subscriber.requests
+    assert first.headers["webhook-id"] == second.headers["webhook-id"]
+    assert second.at - first.at >= 2 * TIMEOUT  # after the lease, not at once
+    assert sender != holder
