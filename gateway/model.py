@@ -26,6 +26,7 @@ class Status(StrEnum):
     EXPIRED = "expired"
     CANCELED = "canceled"
     READ = "read"
+    RECEIVED = "received"  # an incoming message (SPEC §8): direction inbound
     UNKNOWN = "unknown"
 
     @property
@@ -52,6 +53,7 @@ STATUS_TABLE: dict[Status, tuple[int, bool]] = {
     Status.EXPIRED: (4, True),
     Status.CANCELED: (4, True),
     Status.READ: (5, True),
+    Status.RECEIVED: (1, True),
     Status.UNKNOWN: (0, False),
 }
 
@@ -82,6 +84,14 @@ def event_id(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
+@dataclass(frozen=True, slots=True)
+class Media:
+    """One attachment of an incoming message: where the provider keeps it, and its type if said."""
+
+    url: str
+    content_type: str | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StatusEvent:
     provider: str
@@ -98,6 +108,10 @@ class StatusEvent:
     occurred_at: str | None = None
     received_at: str
     raw: dict[str, Any] = field(default_factory=dict)
+    # An incoming message (status received) is inbound, with its text and media; a status, outbound.
+    direction: str = "outbound"
+    text: str | None = None
+    media: tuple[Media, ...] = ()
     id: str = ""
     _json: bytes = field(default=b"", init=False, compare=False, repr=False)  # dumps(), made once: every sink asks
 
@@ -135,6 +149,9 @@ class StatusEvent:
             "account": self.account,
             "occurred_at": self.occurred_at,
             "received_at": self.received_at,
+            "direction": self.direction,
+            "text": self.text,
+            "media": [{"url": m.url, "content_type": m.content_type} for m in self.media],
             "raw": self.raw,
         }
 
@@ -161,6 +178,10 @@ class StatusEvent:
             occurred_at=data.get("occurred_at"),
             received_at=data["received_at"],
             raw=data.get("raw") or {},
+            # Events stored before SPEC §8 have none of these: they were all statuses.
+            direction=data.get("direction") or "outbound",
+            text=data.get("text"),
+            media=tuple(Media(m["url"], m.get("content_type")) for m in data.get("media") or ()),
         )
 
     @classmethod

@@ -12,6 +12,7 @@ SPEC = {
     "sent": (3, False), "delivered": (4, True), "partially_delivered": (4, True), "undelivered": (4, True),
     "failed": (4, True), "rejected": (4, True), "expired": (4, True), "canceled": (4, True),
     "read": (5, True), "unknown": (0, False),
+    "received": (1, True),  # SPEC §8: an incoming message
 }
 
 
@@ -54,3 +55,11 @@ def test_precedence_orders_rank_then_time() -> None:
     unknown = event(status=Status.UNKNOWN, provider_status="new", received_at="2026-01-09T00:00:00.000000Z")
     assert max([late_sent, delivered, unknown], key=lambda e: e.precedence) is delivered
     assert max([late_sent, unknown], key=lambda e: e.precedence) is late_sent
+
+
+def test_an_event_stored_before_inbound_messages_reads_back_as_an_outbound_status_with_its_id() -> None:
+    stored = event().to_json()
+    for key in ("direction", "text", "media"):
+        del stored[key]
+    again = StatusEvent.from_json(stored)
+    assert (again.direction, again.text, again.media, again.id) == ("outbound", None, (), event().id)
