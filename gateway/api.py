@@ -81,12 +81,16 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
     status = query.get("status") or None
     if status is not None and status not in Status.__members__.values():
         raise Malformed(f"status must be one of {', '.join(s.value for s in Status)}")
+    direction = query.get("direction") or None
+    if direction not in (None, "inbound", "outbound"):
+        raise Malformed("direction must be inbound or outbound")
     limit = parse_limit(query.get("limit"))
     events = await store.recent(
         provider=query.get("provider") or None,
         status=Status(status) if status else None,
         since=parse_since(query.get("since")),
         limit=limit,
+        direction=direction,
     )
     return JSONResponse({"events": [event.to_json() for _, event in events]})
 

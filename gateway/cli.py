@@ -196,23 +196,27 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
         steps = list(sim.plan(provider, scenario, status))
     except ConfigError as exc:
         _fail(str(exc))
-    message_id = message_id or sim.new_message_id(provider)
-    click.echo(f"{provider} message {message_id} → {target.send_url} (signed for {target.signed_url})")
+    first_id = message_id or sim.new_message_id(provider)
+    click.echo(f"{provider} message {first_id} → {target.send_url} (signed for {target.signed_url})")
     failures = 0
 
     async def send_all() -> None:
         nonlocal failures
+        current_id = first_id
         async with sim.Sender() as sender:
             for word, times in steps:
-                request = sim.build(target, word, message_id, error_code)
+                request = sim.build(target, word, current_id, error_code)
                 for _ in range(times):
                     try:
                         code, text = await sender.send(request)
                     except sim.Unreachable as exc:
                         _fail(f"cannot reach {target.send_url}: {exc} (is `status-gateway serve` running?)")
                     click.echo(f"  sent {word:<13} {request.body.decode()[:160]}")
-                    click.echo(f"  → {code} {text[:200]}")
+                    click.echo(f"  → {code} {text if word == Status.RECEIVED.value else text[:200]}")
                     failures += code != 200
+                if word == Status.RECEIVED.value:  # what follows are the statuses of the reply: a new message
+                    current_id = sim.new_message_id(provider)
+                    click.echo(f"{provider} reply {current_id} → {target.send_url}")
 
     asyncio.run(send_all())
     sys.exit(1 if failures else 0)
@@ -237,7 +241,17 @@ async def _store(config: Config) -> AsyncIterator[Any]:
 def _event_line(event: StatusEvent) -> str:
     error = f" error={event.error_code}" if event.error_code else ""
     return (f"{event.received_at}  {event.provider:<7} {event.endpoint:<14} {event.message_id}  "
-            f"{event.status.value:<12} ({event.provider_status}){error}")
+            f"{event.status.value:<12} ({event.provider_status}){error}{_text_of(event)}")
+
+
+def _text_of(event: StatusEvent, width: int = 60) -> str:
+    """An incoming message's text on one line, cut to `width`, and how many attachments it has."""
+    if event.direction != "inbound":
+        return ""
+    text = " ".join((event.text or "").split())
+    text = text if len(text) <= width else text[:width - 1] + "…"
+    media = f" +{len(event.media)} media" if event.media else ""
+    return f" from {event.sender or '?'}: {text!r}{media}"
 
 
 @main.command()
@@ -278,7 +292,8 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
     for index, event in enumerate(events, 1):
         mark = "*" if event.id == current.id else " "
         click.echo(f"{index:>3}{mark} {event.received_at:<27} {event.status.value:<12} "
-                   f"{event.provider_status:<15} {event.error_code or '-':<6} {event.occurred_at or '-'}")
+                   f"{event.provider_status:<15} {event.error_code or '-':<6} {event.occurred_at or '-'}"
+                   f"{_text_of(event)}")
 
 
 @main.command()

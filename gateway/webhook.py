@@ -57,10 +57,7 @@ class CallbackRoute:
         self.server = server
         self.clock = clock
         self._stored = stored  # the forwarding dispatcher's wake-up: a new event may have deliveries
-        body, media_type = provider.ack
-        self._ack_headers: Headers = [(b"content-type", media_type.encode()),
-                                      (b"content-length", str(len(body)).encode())]
-        self._ack_body = body
+        self._ack_body, self._ack_headers = provider.ack[0], _answer_headers(*provider.ack)
         self._sinks = [sink for _, sink in sinks]  # each sink measures its own writes (gateway_sink_write_seconds)
         self._last_verified = metrics.LAST_VERIFIED.labels(endpoint)
         self._outcomes: dict[str, Counter] = {}
@@ -77,10 +74,15 @@ class CallbackRoute:
             event = self.provider.parse(fields, inbound)
             if event is None:
                 outcome = "not_a_status"
-            elif not await self.deliver(event):
-                outcome = "duplicate"
-            elif self._stored is not None:
-                self._stored()
+            else:
+                if not await self.deliver(event):
+                    outcome = "duplicate"
+                elif self._stored is not None:
+                    self._stored()
+                # A retry gets the same answer: the provider did not get the first one.
+                answer = self.provider.answer(event, inbound)
+                if answer is not None:
+                    body, headers = answer[0], _answer_headers(*answer)
         except GatewayError as exc:
             outcome = exc.code
             status, headers, body = refusal(exc)
@@ -164,6 +166,10 @@ class CallbackRoute:
             received_at=self.clock(),
             query=query,
         )
+
+
+def _answer_headers(body: bytes, media_type: str) -> Headers:
+    return [(b"content-type", media_type.encode()), (b"content-length", str(len(body)).encode())]
 
 
 def _consume(future: asyncio.Future[bool]) -> None:

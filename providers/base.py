@@ -81,6 +81,11 @@ class Provider(Protocol):
         """The normalized event; None for a callback that is not a delivery status. Raises Malformed."""
         ...
 
+    def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
+        """(body, media type) answering this stored (or already stored) event, when it is not
+        `ack`: Twilio's TwiML reply to an incoming message (SPEC §8). None: the ack."""
+        ...
+
     @staticmethod
     def setup(url: str) -> str:
         """What `urls` prints under the endpoint's URL: where to paste it at the vendor, and why."""

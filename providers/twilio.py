@@ -15,16 +15,17 @@ from typing import Any, ClassVar
 from urllib.parse import urlencode
 
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 from twilio.request_validator import (
     HMAC_SHA1,
     HMAC_SHA256,
     RequestValidator,
     get_signature_algorithm,
 )
+from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Status, StatusEvent, utc_iso
+from gateway.model import Media, Status, StatusEvent, utc_iso
 from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time
 from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs, decode_text
@@ -43,8 +44,13 @@ STATUSES: dict[str, Status] = {
     "read": Status.READ,
 }
 
-# Inbound-message states: answered 200 and counted, never stored as a delivery status.
-NOT_A_STATUS = frozenset({"receiving", "received"})
+# An incoming message (PROVIDERS-INBOUND.md §1.3: real ones say SmsStatus=received, no MessageStatus).
+RECEIVED = "received"
+# "A very transitory state" of an incoming message: answered 200 and counted, not stored.
+NOT_A_STATUS = frozenset({"receiving"})
+# Twilio's own opt-out words (twilio.com/docs/messaging/tutorials/advanced-opt-out): Twilio blocks
+# the sender and answers them itself, so the gateway's reply stays out. SPEC §8 lists the first six.
+STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 
 # https://www.twilio.com/docs/api/errors: the codes a status callback carries most often.
 ERRORS: dict[str, str] = {
@@ -71,16 +77,46 @@ RETRY_FRAGMENT = "#rc=5&rp=all"
 SETUP = """\
     Paste it as the status callback of a Messaging Service (Integration → Delivery Status Callback),
     or pass it as StatusCallback when creating a message, or as <Message action="…"> in TwiML.
+    Incoming messages: the same URL as the number's (or the Messaging Service's) "A MESSAGE COMES IN"
+    webhook, HTTP POST; a `reply:` on this endpoint answers them, and the reply's statuses come back here.
   With retries: {url}{fragment}
     Twilio by default retries only a failed connection, once; a 503 from the gateway
     (store unavailable) would lose the status. This connection-override fragment makes
     Twilio retry up to 5 times on any failure. Twilio does not send or sign the fragment."""
 
 
+class Reply(Settings):
+    """SPEC §8: the answer to an incoming message. `text` for any message, `keywords` by its first word."""
+
+    text: str | None = None
+    keywords: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("keywords")
+    @classmethod
+    def _one_word_each(cls, keywords: dict[str, str]) -> dict[str, str]:
+        words = {}
+        for word, text in keywords.items():
+            if not word.strip() or len(word.split()) != 1:
+                raise ValueError(f"a keyword is one word, not {word!r}")
+            if word.strip().upper() in STOP_WORDS:
+                raise ValueError(f"{word} is an opt-out word: Twilio answers it, the gateway never does")
+            words[word.strip().upper()] = text
+        return words
+
+    def text_for(self, body: str | None) -> str | None:
+        """The reply to this message text: None for an opt-out word (and when nothing is configured)."""
+        words = (body or "").split()
+        first = words[0].upper() if words else ""
+        if first in STOP_WORDS:
+            return None
+        return self.keywords.get(first, self.text) or None
+
+
 class TwilioSettings(Settings):
     auth_token: Secrets
     # SharedKey signing (Webhooks API, public beta): {sharedKeyId: secret}.
     shared_keys: dict[str, str] = Field(default_factory=dict)
+    reply: Reply | None = None
 
 
 class Twilio:
@@ -97,6 +133,9 @@ class Twilio:
         "out-of-order": [("delivered", 1), ("sent", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("sent", 1), ("undelivered", 1)],
+        # An incoming message, then the statuses of the reply it got (a new message: simulate
+        # gives it a new id after `received`), sent where <Message action> points: this endpoint.
+        "conversation": [("received", 1), ("queued", 1), ("sent", 1), ("delivered", 1)],
     }
 
     def __init__(self, endpoint: str, settings: TwilioSettings) -> None:
@@ -140,6 +179,8 @@ class Twilio:
             raise Malformed("a Twilio status callback needs MessageSid and MessageStatus")
         if word in NOT_A_STATUS:
             return None
+        if word == RECEIVED:
+            return self._incoming(fields, message_id, inbound)
         error_code = _first(fields, "ErrorCode") or None
         to, sender = _first(fields, "To"), _first(fields, "From")
         return StatusEvent(
@@ -161,6 +202,40 @@ class Twilio:
             raw=dict(fields),
         )
 
+    def _incoming(self, fields: Fields, message_id: str, inbound: Inbound) -> StatusEvent:
+        to, sender = _first(fields, "To"), _first(fields, "From")
+        count = _first(fields, "NumMedia") or "0"
+        if not count.isdigit():
+            raise Malformed("NumMedia of an incoming message is not a number")
+        media = []
+        for index in range(int(count)):  # zero-based: MediaUrl0 …
+            url = _first(fields, f"MediaUrl{index}")
+            if not url:
+                raise Malformed(f"an incoming message with NumMedia={count} has no MediaUrl{index}")
+            media.append(Media(url, _first(fields, f"MediaContentType{index}")))
+        return StatusEvent(
+            provider=self.name, endpoint=self.endpoint, message_id=message_id,
+            status=Status.RECEIVED, provider_status=RECEIVED,
+            to=to, sender=sender, channel=_channel(fields, message_id, to, sender),
+            account=_first(fields, "AccountSid"), received_at=utc_iso(inbound.received_at),
+            raw=dict(fields), direction="inbound", text=_first(fields, "Body"), media=tuple(media),
+        )
+
+    def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
+        """TwiML for an incoming message when `reply:` says so: <Message> with `action` and
+        `statusCallback` both this endpoint's URL (Twilio's docs advise both), so the reply's own
+        statuses come back here, verified and stored. None: the empty <Response/>."""
+        reply = self.settings.reply
+        if reply is None or event.status is not Status.RECEIVED or event.raw.get("OptOutType"):
+            return None  # with OptOutType, Twilio has already answered the opt-out word itself
+        text = reply.text_for(event.text)
+        if text is None:
+            return None
+        url = inbound.url.partition("?")[0]
+        response = MessagingResponse()
+        response.message(text, action=url, method="POST", status_callback=url)
+        return response.to_xml(xml_declaration=True).encode(), "text/xml"
+
     @staticmethod
     def setup(url: str) -> str:
         return SETUP.format(url=url, fragment=RETRY_FRAGMENT)
@@ -179,12 +254,16 @@ class Twilio:
         *, url: str, auth_token: str, message_id: str, status: str, account: str,
         now: datetime, error_code: str | None = None, to: str = "+15005550006", sender: str = "+15005550001",
     ) -> SampleRequest:
-        """A status callback as Twilio sends it, signed with the SDK (used by `simulate`)."""
+        """A status callback (or, for `received`, an incoming message) as Twilio sends it, signed
+        with the SDK (used by `simulate`)."""
         params = {
             "AccountSid": account, "ApiVersion": "2010-04-01",
             "MessageSid": message_id, "SmsSid": message_id,
             "MessageStatus": status, "SmsStatus": status, "To": to, "From": sender,
         }
+        if status == RECEIVED:  # "A MESSAGE COMES IN": SmsStatus only, from the user to the number
+            del params["MessageStatus"]
+            params.update(To=sender, From=to, Body="Hi, is my order on its way?", NumMedia="0", NumSegments="1")
         if error_code:
             params["ErrorCode"] = error_code
         if status in ("delivered", "undelivered"):

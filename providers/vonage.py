@@ -192,6 +192,9 @@ class Vonage:
             raw=payload,
         )
 
+    def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
+        return None  # Vonage reads only the status code
+
     @staticmethod
     def setup(url: str) -> str:
         return SETUP

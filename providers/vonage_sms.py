@@ -125,6 +125,9 @@ class VonageSMS:
             raw=dict(fields),
         )
 
+    def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
+        return None  # Vonage reads only the status code
+
     @staticmethod
     def setup(url: str) -> str:
         return SETUP

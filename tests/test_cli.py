@@ -221,3 +221,19 @@ def test_production_start_with_a_missing_secret_fails(tmp_path: Path) -> None:
     )
     assert process.returncode == 1
     assert "TWILIO_AUTH_TOKEN is not set (endpoint twilio-main" in process.stderr
+
+
+def test_simulate_a_conversation_prints_the_reply_and_tracks_the_reply(tmp_path: Path) -> None:
+    document = config_document(tmp_path)
+    document["endpoints"][0]["reply"] = {"text": "Yes, it ships today."}
+    gateway = start_gateway(tmp_path, document)
+    try:
+        result = simulate(gateway, "twilio", "--scenario", "conversation", "--message-id", "SM" + "e" * 32)
+    finally:
+        gateway.stop()
+    assert result.exit_code == 0, result.output
+    assert '<Message action="https://' in result.output and "Yes, it ships today.</Message>" in result.output
+    reply_id = result.output.split("twilio reply ")[1].split()[0]
+    assert status_json(gateway, "SM" + "e" * 32)["status"] == "received"
+    reply = status_json(gateway, reply_id)
+    assert [e["status"] for e in reply["events"]] == ["queued", "sent", "delivered"]

@@ -11,11 +11,14 @@ import fnmatch
 
 import orjson
 
-from gateway.forward.settings import Subscription
+from gateway.forward.settings import RECEIVED_TYPE, Subscription
 from gateway.model import StatusEvent
 
 
 def event_type(event: StatusEvent) -> str:
+    """message.status.<status>; an incoming message is message.received (SPEC §7, §8)."""
+    if event.direction == "inbound":
+        return RECEIVED_TYPE
     return f"message.status.{event.status.value}"
 
 

@@ -15,7 +15,9 @@ from gateway.model import Status
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?")
 UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, None: 1}
 # Every event type there is: a subscription's globs must match at least one, so a typo is an error.
-EVENT_TYPES: tuple[str, ...] = tuple(f"message.status.{status.value}" for status in Status)
+RECEIVED_TYPE = "message.received"  # an incoming message (SPEC §8)
+EVENT_TYPES: tuple[str, ...] = (*(f"message.status.{status.value}" for status in Status
+                                  if status is not Status.RECEIVED), RECEIVED_TYPE)
 
 
 def seconds(value: Any) -> float:
@@ -99,7 +101,8 @@ class Subscription(Strict):
     def _globs_match_something(cls, globs: tuple[str, ...]) -> tuple[str, ...]:
         for glob in globs:
             if not any(fnmatch.fnmatchcase(kind, glob) for kind in EVENT_TYPES):
-                raise ValueError(f"{glob!r} matches no event type (they are message.status.<status>)")
+                raise ValueError(f"{glob!r} matches no event type"
+                                 " (they are message.status.<status> and message.received)")
         return globs
 
     def __repr__(self) -> str:  # never the secrets, whatever prints it

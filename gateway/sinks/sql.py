@@ -52,8 +52,11 @@ class SQLReads:
     async def recent(
         self, *, provider: str | None = None, status: Status | None = None,
         since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
+        direction: str | None = None,
     ) -> list[tuple[int, StatusEvent]]:
         clauses, params = filters(provider, status, since, after_seq, self.mark + "#")
+        if direction is not None:  # an incoming message is the only event with status received
+            clauses.append(f"status {'=' if direction == 'inbound' else '!='} '{Status.RECEIVED.value}'")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._read(
             f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT {self.mark}{len(params) + 1}",

@@ -53,3 +53,16 @@ def test_the_body_carries_the_event_its_type_and_the_current_status() -> None:
     with_raw = orjson.loads(with_current(body(late_sent, include_raw=True), current))
     assert with_raw["data"]["raw"] == {"MessageSid": "SM1"}
     assert event_type(delivered) == "message.status.delivered"
+
+
+def test_an_incoming_message_is_message_received_and_status_globs_leave_it_out() -> None:
+    message = StatusEvent(provider="twilio", endpoint="twilio-main", message_id="SM9", status=Status.RECEIVED,
+                          provider_status="received", received_at="2026-01-01T00:00:01.000000Z",
+                          direction="inbound", text="hi")
+    assert event_type(message) == "message.received"
+    assert wants(subscription(), message) and wants(subscription(events=["message.received"]), message)
+    assert not wants(subscription(events=["message.status.*"]), message)
+    sent = orjson.loads(with_current(body(message, include_raw=False), b'{"status":"received"}'))
+    assert (sent["type"], sent["data"]["text"], sent["data"]["direction"]) == ("message.received", "hi", "inbound")
+    with pytest.raises(ValueError):
+        subscription(events=["message.status.received"])  # not a type: inbound is message.received

@@ -204,10 +204,111 @@ def test_status_words_map_as_the_spec_says(word: str, expected: str) -> None:
     assert set(STATUSES) | {"something_new"} == set(SPEC_TABLE)
 
 
-@pytest.mark.parametrize("word", ["receiving", "received"])
-def test_inbound_message_states_are_not_statuses(word: str) -> None:
-    request = form(twilio_fields(word))
+def test_receiving_is_not_a_status() -> None:
+    request = form(twilio_fields("receiving"))
     assert adapter().parse(adapter().verify(request), request) is None
+
+
+# PROVIDERS-INBOUND.md §1.2/§1.4: a real capture's fields, with the vector's values.
+INCOMING = [
+    ("ToCountry", "US"), ("ToState", "CA"), ("SmsMessageSid", "SM00000000000000000000000000000001"),
+    ("NumMedia", "0"), ("ToCity", "SAN FRANCISCO"), ("FromZip", "30512"),
+    ("SmsSid", "SM00000000000000000000000000000001"), ("FromState", "GA"), ("SmsStatus", "received"),
+    ("FromCity", "BLAIRSVILLE"), ("Body", "Hello & bye"), ("FromCountry", "US"), ("To", "+14155550100"),
+    ("ToZip", "94105"), ("NumSegments", "1"), ("MessageSid", "SM00000000000000000000000000000001"),
+    ("AccountSid", "AC00000000000000000000000000000001"), ("From", "+17065550101"), ("ApiVersion", "2010-04-01"),
+]
+INBOUND_URL = "https://gw.example.com/twilio/inbound"
+
+
+def test_the_researched_incoming_message_vector_verifies_and_is_stored_as_inbound() -> None:
+    body = urlencode(INCOMING).encode()
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": "UEGBiAMmwp3Kcn13agncD7Mv/Jc="}
+    request = inbound(INBOUND_URL, headers, body)
+    twilio = adapter("12345")
+    event = twilio.parse(twilio.verify(request), request)
+    assert event is not None
+    assert (event.status, event.direction, event.text, event.media) == (Status.RECEIVED, "inbound", "Hello & bye", ())
+    assert (event.message_id, event.sender, event.to, event.channel) == (
+        "SM00000000000000000000000000000001", "+17065550101", "+14155550100", "sms")
+    assert event.raw["FromCity"] == "BLAIRSVILLE" and event.final
+    tampered = inbound(INBOUND_URL, headers, body.replace(b"bye", b"BYE"))
+    with pytest.raises(InvalidSignature):
+        twilio.verify(tampered)
+    as_get = inbound(INBOUND_URL + "?" + urlencode(INCOMING), {"X-Twilio-Signature": "nuzv7K5B8ba09JdzuPMKwhRXVaI="},
+                     method="GET")
+    got = twilio.parse(twilio.verify(as_get), as_get)
+    assert got is not None and (got.id, got.text) == (event.id, "Hello & bye")  # the same message either way
+
+
+def test_an_mms_keeps_its_media_in_order_and_whatsapp_its_profile() -> None:
+    sid = "MM" + "b" * 32
+    fields = [("MessageSid", sid), ("SmsStatus", "received"), ("AccountSid", ACCOUNT_SID), ("Body", ""),
+              ("From", "whatsapp:+14155238886"), ("To", "whatsapp:+15005550006"), ("NumMedia", "2"),
+              ("MediaUrl0", "https://api.twilio.com/m/ME0"), ("MediaContentType0", "image/jpeg"),
+              ("MediaUrl1", "https://api.twilio.com/m/ME1"), ("MediaContentType1", "application/pdf"),
+              ("ProfileName", "Ana"), ("WaId", "14155238886")]
+    request = form(fields)
+    event = adapter().parse(adapter().verify(request), request)
+    assert event is not None
+    assert [(m.url, m.content_type) for m in event.media] == [
+        ("https://api.twilio.com/m/ME0", "image/jpeg"), ("https://api.twilio.com/m/ME1", "application/pdf")]
+    assert (event.text, event.channel, event.raw["ProfileName"], event.raw["WaId"]) == ("", "whatsapp", "Ana",
+                                                                                       "14155238886")
+    assert event.to_json()["media"][1] == {"url": "https://api.twilio.com/m/ME1", "content_type": "application/pdf"}
+
+
+@pytest.mark.parametrize("fields", [[("NumMedia", "x")], [("NumMedia", "1")]], ids=["count", "missing-url"])
+def test_an_incoming_message_with_broken_media_is_malformed(fields: list[tuple[str, str]]) -> None:
+    request = form([*twilio_fields("received"), *fields])
+    with pytest.raises(Malformed):
+        adapter().parse(adapter().verify(request), request)
+
+
+def replying(**reply: Any) -> Twilio:
+    return Twilio("twilio-main", TwilioSettings(auth_token=[TWILIO_TOKEN], reply=reply))
+
+
+def answer_to(twilio: Twilio, body: str, **extra: str) -> bytes | None:
+    request = form([*twilio_fields("received"), ("Body", body), *extra.items()], url=URL + "?a=1")
+    event = twilio.parse(twilio.verify(request), request)
+    assert event is not None
+    answered = twilio.answer(event, request)
+    return answered[0] if answered else None
+
+
+def test_a_reply_is_twiml_from_the_sdk_with_action_and_status_callback_on_this_endpoint() -> None:
+    import xml.etree.ElementTree as ET
+
+    twilio = replying(text="Got it <3 & thanks", keywords={"help": "Reply STOP to stop."})
+    body = answer_to(twilio, "hello there")
+    assert body is not None
+    message = ET.fromstring(body).find("Message")
+    assert message is not None and message.text == "Got it <3 & thanks"
+    assert b"Got it &lt;3 &amp; thanks" in body  # escaped on the wire
+    assert (message.get("action"), message.get("statusCallback"), message.get("method")) == (URL, URL, "POST")
+    helped = answer_to(twilio, "  Help me please")  # the first word, in any case
+    assert helped is not None and ET.fromstring(helped).findtext("Message") == "Reply STOP to stop."
+
+
+@pytest.mark.parametrize("body", ["STOP", "stop", "Unsubscribe now", "optout", "REVOKE"])
+def test_opt_out_words_get_no_reply_from_the_gateway(body: str) -> None:
+    assert answer_to(replying(text="Thanks"), body) is None
+
+
+def test_no_reply_without_reply_text_after_opt_out_handling_or_for_a_status() -> None:
+    assert answer_to(replying(keywords={"HELP": "x"}), "hello") is None  # no default text
+    assert answer_to(adapter(), "hello") is None  # no reply: configured
+    assert answer_to(replying(text="Thanks"), "hello", OptOutType="STOP") is None  # Twilio answered it
+    status = form(twilio_fields("delivered"))
+    event = replying(text="Thanks").parse(adapter().verify(status), status)
+    assert event is not None and replying(text="Thanks").answer(event, status) is None
+
+
+@pytest.mark.parametrize("keywords", [{"STOP": "no"}, {"two words": "no"}, {" ": "no"}])
+def test_a_keyword_must_be_one_word_and_not_an_opt_out_word(keywords: dict[str, str]) -> None:
+    with pytest.raises(ValueError):
+        TwilioSettings(auth_token=[TWILIO_TOKEN], reply={"keywords": keywords})
 
 
 def test_failure_fields_map_into_the_event() -> None:
