@@ -40,23 +40,18 @@ class Gateway:
     """
 
     def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks,
-                 dispatcher: Dispatcher | None = None, load: CallbackLoad | None = None) -> None:
+                 dispatcher: Dispatcher | None = None) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
         self.dispatcher = dispatcher
-        self.load = load or CallbackLoad()
         self.state = rest.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             route = self.callbacks.get(scope["path"])
             if route is not None:
-                self.load.started()
-                try:
-                    await route(scope, receive, send)
-                finally:
-                    self.load.ended()
+                await route(scope, receive, send)
                 return
         elif scope["type"] == "lifespan":
             await self.lifespan(receive, send)
@@ -101,7 +96,7 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None)
+    callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None, load)
     store = sinks[store_at][1] if store_at is not None else None
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock))
@@ -110,15 +105,17 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return Gateway(callbacks, app, sinks, dispatcher, load)
+    return Gateway(callbacks, app, sinks, dispatcher)
 
 
 def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,
-                    stored: Callable[[], None] | None = None) -> dict[str, CallbackRoute]:
-    """Each endpoint's path → its route, handing events to these sinks (`stored`: told of each new one)."""
+                    stored: Callable[[], None] | None = None, load: CallbackLoad | None = None,
+                    ) -> dict[str, CallbackRoute]:
+    """Each endpoint's path → its route, handing events to these sinks (`stored`: told of each new
+    one; `load`: counts the callbacks being verified and stored)."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
-                                     sinks=sinks, server=config.server, clock=clock, stored=stored)
+                                     sinks=sinks, server=config.server, clock=clock, stored=stored, load=load)
         for endpoint in config.endpoints
     }
 

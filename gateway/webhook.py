@@ -30,6 +30,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     refusal,
 )
+from gateway.forward.dispatcher import CallbackLoad
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Sink
 from providers.base import Inbound, Provider, split_content_type
@@ -50,13 +51,17 @@ class CallbackRoute:
     """One configured endpoint: the ASGI app that receives its provider's callbacks."""
 
     def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[tuple[str, Sink]],
-                 server: ServerConfig, clock: Clock, stored: Callable[[], None] | None = None) -> None:
+                 server: ServerConfig, clock: Clock, stored: Callable[[], None] | None = None,
+                 load: CallbackLoad | None = None) -> None:
         self.endpoint = endpoint
         self.path = path
         self.provider = provider
         self.server = server
         self.clock = clock
         self._stored = stored  # the forwarding dispatcher's wake-up: a new event may have deliveries
+        # Counted from a whole body on: a client that sends its body slowly (or never) is not load
+        # that makes forwarding step back.
+        self._load = load or CallbackLoad()
         self._ack_body, self._ack_headers = provider.ack[0], _answer_headers(*provider.ack)
         self._sinks = [sink for _, sink in sinks]  # each sink measures its own writes (gateway_sink_write_seconds)
         self._last_verified = metrics.LAST_VERIFIED.labels(endpoint)
@@ -67,8 +72,11 @@ class CallbackRoute:
         started = time.perf_counter()
         outcome, event = "accepted", None
         status, headers, body = 200, self._ack_headers, self._ack_body
+        counted = False
         try:
             inbound = await self.read_inbound(scope, receive)
+            self._load.started()
+            counted = True
             fields = self.provider.verify(inbound)
             self._last_verified.set(inbound.received_at.timestamp())
             event = self.provider.parse(fields, inbound)
@@ -95,6 +103,8 @@ class CallbackRoute:
             outcome = "error"
             raise
         finally:
+            if counted:
+                self._load.ended()
             self._count(outcome, event)
         if status != 499:
             await send({"type": "http.response.start", "status": status, "headers": headers})

@@ -275,3 +275,31 @@ async def test_forwarding_steps_back_while_callbacks_are_many_and_never_stops(an
     load.ended()  # fewer than BUSY in flight: forwarding at full speed again
     await asyncio.wait_for(calm, 1)
     assert (load.in_flight, load.answered) == (BUSY - 1, BUSY_SHARE + 1)
+
+
+def test_a_callback_counts_as_load_only_once_its_body_is_in(tmp_path: Path) -> None:
+    from gateway.app import callback_routes
+
+    document = config_document(tmp_path)
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
+    load = CallbackLoad()
+    route = callback_routes(load_config(tmp_path / "config.yaml", ENV), [], load=load)[TWILIO_PATH]
+    headers, body = twilio_request(twilio_fields("received"))
+    scope = {"type": "http", "method": "POST", "path": TWILIO_PATH, "query_string": b"", "scheme": "https",
+             "server": ("gw.example.com", 443), "client": ("127.0.0.1", 1),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    seen: list[int] = []
+
+    async def call() -> None:
+        async def receive() -> dict[str, Any]:
+            seen.append(load.in_flight)  # while the body is being read: not counted yet
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                seen.append(load.in_flight)
+
+        await route(scope, receive, send)
+
+    asyncio.run(call())
+    assert seen == [0, 0] and (load.in_flight, load.answered) == (0, 1)
