@@ -20,8 +20,9 @@ from gateway.api import api_mount
 from gateway.clock import Clock, system_clock
 from gateway.config import Config, load_config
 from gateway.errors import GatewayError, from_http, refusal
-from gateway.forward.dispatcher import CallbackLoad, Dispatcher
+from gateway.forward.dispatcher import Dispatcher
 from gateway.forward.outbox import Outbox as OutboxPart
+from gateway.load import CallbackLoad
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Part, Sink, Store, open_sink, sink_label
 from gateway.sinks.base import Outbox

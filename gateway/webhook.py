@@ -30,7 +30,7 @@ from gateway.errors import (
     UnsupportedMediaType,
     refusal,
 )
-from gateway.forward.dispatcher import CallbackLoad
+from gateway.load import CallbackLoad
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Sink
 from providers.base import Inbound, Provider, split_content_type

@@ -10,8 +10,8 @@ records the attempt and schedules the next one. One per gateway process, never o
   Retry-After); after the last wait, failed.
 - At most `per_subscription` attempts of one subscription at once, so a slow subscriber cannot
   hold the others up.
-- Callbacks come first: while BUSY or more are being answered in this process, an attempt starts
-  only after every BUSY_SHARE of them (CallbackLoad).
+- Callbacks come first: while many are being answered in this process, an attempt waits for its
+  turn (gateway/load.py).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from gateway.errors import SinkUnavailable
 from gateway.forward import signing
 from gateway.forward.payload import with_current
 from gateway.forward.settings import ForwardConfig, Subscription
+from gateway.load import CallbackLoad
 from gateway.model import parse_utc_iso, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Outbox
 
@@ -42,44 +43,6 @@ CLAIM = 64  # deliveries leased at once
 # A lease outlives its attempt (bounded by the timeout) and the attempt's record; a replica that
 # died mid-send leaves its deliveries to the others when the lease ends.
 LEASE_MARGIN = 5.0
-BUSY = 16  # callbacks in flight in this process from which forwarding steps back…
-BUSY_SHARE = 32  # …to one attempt per this many callbacks answered (slower, never stopped)
-
-
-class CallbackLoad:
-    """The callbacks this process is answering, counted by the Gateway, and the turns forwarding
-    gets while they are many: callbacks and deliveries share one core, and a provider waits on its
-    answer while a delivery waits safely in the outbox (docs/benchmarks.md has the numbers)."""
-
-    def __init__(self) -> None:
-        self.in_flight = 0
-        self.answered = 0
-        self._next_turn = 0
-        self._waiting = False
-        self._turn = asyncio.Event()
-        self._queue = asyncio.Lock()  # attempts wait for their turn one after the other
-
-    def started(self) -> None:
-        self.in_flight += 1
-
-    def ended(self) -> None:
-        self.in_flight -= 1
-        self.answered += 1
-        if self._waiting and (self.in_flight < BUSY or self.answered >= self._next_turn):
-            self._turn.set()
-
-    async def turn(self) -> None:
-        """Returns at once while callbacks are few; else after BUSY_SHARE more are answered. A
-        waiting attempt always gets its turn: BUSY callbacks in flight will end."""
-        async with self._queue:
-            while self.in_flight >= BUSY and self.answered < self._next_turn:
-                self._waiting = True
-                self._turn.clear()
-                await self._turn.wait()
-            self._waiting = False
-            self._next_turn = self.answered + BUSY_SHARE
-
-
 class Dispatcher:
     def __init__(self, outbox: Outbox, forward: ForwardConfig, *, clock: Clock = system_clock,
                  per_subscription: int = 8, poll: float = POLL, load: CallbackLoad | None = None) -> None:

@@ -19,15 +19,15 @@ COLUMNS = ("id", "subscription", "event_id", "provider", "message_id", "body", "
            "next_at", "lease_until", "created_at")
 
 
-def delivery_id(subscription: str, event_id: str, received_at: str = "", *, millis: str = "") -> str:
+def delivery_id(subscription: str, event_id: str, received_at: str) -> str:
     """Stable (the same event for the same subscription is one delivery, on every replica) and in
     arrival order: 12 hex digits of the event's received_at in milliseconds, then 20 of a hash.
 
     In arrival order, a new row goes at the end of the id index; a random id made every delivery
     rewrite a page somewhere inside it, which doubled the SQLite writer's work (docs/benchmarks.md).
     """
-    millis = millis or f"{int(parse_utc_iso(received_at).timestamp() * 1000):012x}"
-    return millis + hashlib.sha256(f"{subscription}\x1f{event_id}".encode()).hexdigest()[:20]
+    millis = int(parse_utc_iso(received_at).timestamp() * 1000)
+    return f"{millis:012x}" + hashlib.sha256(f"{subscription}\x1f{event_id}".encode()).hexdigest()[:20]
 
 
 class Outbox:
@@ -38,10 +38,9 @@ class Outbox:
         wanted = [s for s in self.subscriptions if wants(s, event)]
         if not wanted:
             return []
-        millis = f"{int(parse_utc_iso(event.received_at).timestamp() * 1000):012x}"
         bodies = {raw: body(event, include_raw=raw).decode() for raw in {s.include_raw for s in wanted}}
         values = tuple(
-            (delivery_id(s.name, event.id, millis=millis), s.name, event.id, event.provider, event.message_id,
+            (delivery_id(s.name, event.id, event.received_at), s.name, event.id, event.provider, event.message_id,
              bodies[s.include_raw], "", "pending", 0, event.received_at, None, event.received_at)
             for s in wanted)
         return [Rows("deliveries", COLUMNS, values, current="current")]

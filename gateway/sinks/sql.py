@@ -148,7 +148,7 @@ class OutboxSQL:
 
 # The events' provider names as SQL literals: with them the events' (provider, message_id, …) index
 # finds a message by its id alone. Names from code (the registry), never from a request.
-PROVIDER_NAMES = tuple(f"'{name}'" for name in EVENT_PROVIDERS if name.isidentifier())
+PROVIDER_NAMES = tuple("'" + name.replace("'", "''") + "'" for name in EVENT_PROVIDERS)
 DELIVERY_COLUMNS = "id, subscription, event_id, provider, message_id, state, attempts, next_at, created_at, claimed_by"
 DELIVERY_KEYS = DELIVERY_COLUMNS.split(", ")
 HISTORY_KEYS = ("attempt", "at", "http_status", "error", "duration_ms")

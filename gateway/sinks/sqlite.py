@@ -199,9 +199,9 @@ class SQLiteSink(SQLReads):
 
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         def work(conn: sqlite3.Connection) -> list[Claimed]:
-            # The outbox writes the body as text (one column type for both stores).
             if conn.execute(OUTBOX.any_disabled).fetchone()[0]:
                 conn.execute(OUTBOX.disable_pending)
+            # The outbox writes the body as text (one column type for both stores).
             return [Claimed(row[0], row[1], row[2], row[3].encode(), row[4].encode(), row[5], row[6], row[7])
                     for row in conn.execute(OUTBOX.claim, (lease_until, now, limit, by)).fetchall()]
 

@@ -20,7 +20,8 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.cli import free_port, main
 from gateway.config import load_config
-from gateway.forward.dispatcher import BUSY, BUSY_SHARE, CallbackLoad, Dispatcher
+from gateway.forward.dispatcher import Dispatcher
+from gateway.load import BUSY, BUSY_SHARE, CallbackLoad
 from gateway.forward.settings import ForwardConfig
 from gateway.sinks.base import Attempt, Claimed
 from tests.conftest import API_TOKEN, ENV, PUBLIC_URL, config_document, wait_until

@@ -28,7 +28,7 @@ from gateway.forward.settings import Subscription
 from gateway.forward.signing import headers
 from gateway.model import Status, StatusEvent
 from gateway.sinks import Store
-from gateway.sinks.base import Attempt
+from gateway.sinks.base import Attempt, current_json
 from gateway.sinks.base import Outbox as OutboxStore
 from gateway.sinks import postgres as postgres_module
 from gateway.sinks import sqlite_db
@@ -111,6 +111,9 @@ async def test_data_current_is_the_status_the_write_left_and_the_request_verifie
     assert sent["type"] == "message.status.sent"
     assert sent["data"]["current"] == {"status": "delivered", "final": True, "updated_at": delivered.received_at}
     assert "raw" not in sent["data"]
+    # Made in SQL by SQLite, in Python by PostgreSQL: the same bytes as current_json().
+    assert rows[("all", late_sent.id)][4] == current_json("delivered", delivered.received_at)
+    assert rows[("all", delivered.id)][4] == current_json("delivered", delivered.received_at)
     assert orjson.loads(request_body(rows[("finals", delivered.id)]))["data"]["raw"] == {"MessageSid": "SM1"}
     # What the dispatcher will send verifies with the Standard Webhooks library.
     sent_headers = headers(late_sent.id, int(time.time()), body, [SUBSCRIPTIONS[0].secret[0]])
