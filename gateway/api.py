@@ -36,6 +36,7 @@ def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock) -> Moun
         Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
         Route("/events", partial(list_events, store=store)),
         Route("/stream", partial(stream, store=store)),
+        Route("/unread", partial(list_unread, store=store)),
         Route("/deliveries", partial(list_deliveries, outbox=outbox)),
         Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
         Route("/deliveries/{delivery_id}/redeliver", partial(redeliver, outbox=outbox, clock=clock),
@@ -127,6 +128,13 @@ async def _events_after(store: Store, after: int) -> AsyncIterator[bytes]:
         if quiet >= STREAM_KEEPALIVE:  # a comment line, so proxies keep an idle stream open
             quiet = 0.0
             yield b": keep-alive\n\n"
+
+
+async def list_unread(request: Request, *, store: Store) -> JSONResponse:
+    """Genuine callbacks of kinds no parser reads yet, kept whole: what a new webhook kind looks like."""
+    query = request.query_params
+    return JSONResponse({"unread": await store.unread(endpoint=query.get("endpoint") or None,
+                                                      limit=parse_limit(query.get("limit")))})
 
 
 async def list_deliveries(request: Request, *, outbox: Outbox) -> JSONResponse:

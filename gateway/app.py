@@ -97,8 +97,9 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
         Route("/readyz", partial(readyz, sinks=sinks)),
         Route("/metrics", metrics_endpoint),
     ]
-    callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None, load)
     store = sinks[store_at][1] if store_at is not None else None
+    callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None, load,
+                                cast(Store | None, store))
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock))
 
@@ -111,12 +112,14 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
 
 def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,
                     stored: Callable[[], None] | None = None, load: CallbackLoad | None = None,
-                    ) -> dict[str, CallbackRoute]:
+                    store: Store | None = None) -> dict[str, CallbackRoute]:
     """Each endpoint's path → its route, handing events to these sinks (`stored`: told of each new
-    one; `load`: counts the callbacks being verified and stored)."""
+    one; `load`: counts the callbacks being verified and stored; `store`: keeps unread callbacks and
+    parts of messages)."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
-                                     sinks=sinks, server=config.server, clock=clock, stored=stored, load=load)
+                                     sinks=sinks, server=config.server, clock=clock, stored=stored, load=load,
+                                     store=store)
         for endpoint in config.endpoints
     }
 

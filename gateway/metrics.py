@@ -26,6 +26,10 @@ UNKNOWN_STATUSES = Counter(
     "gateway_unknown_statuses_total", "Callbacks whose provider status word is not in the status table",
     ["provider", "provider_status"],
 )
+UNREAD = Counter(
+    "gateway_unread_callbacks_total", "Genuine callbacks of a kind no parser reads yet, kept whole (GET /v1/unread)",
+    ["provider", "endpoint"],
+)
 SINK_WRITE = Histogram(
     # Every sink takes the event at once; each is observed when its own write is done. Labelled by
     # place and type ("sinks.1:sqlite"): two sinks of one type are two series.

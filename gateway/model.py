@@ -189,6 +189,31 @@ class StatusEvent:
         return cls.from_json(orjson.loads(text))
 
 
+@dataclass(frozen=True, slots=True)
+class Unread:
+    """A verified callback of a kind no parser reads yet (a new inbound message type, a new kind of
+    webhook): kept whole by the store and answered as accepted, because the providers never retry
+    a 4xx and the callback is genuine. `kind` says what it is, as far as the adapter can tell."""
+
+    kind: str
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Fragment:
+    """One part of a message the provider sends in parts (the SMS API's concatenated inbound SMS).
+
+    The store keeps each part as it comes (the part is acknowledged once it is durable); when it
+    holds all `total` of a group, the adapter's join() makes the one event.
+    """
+
+    group: str  # the same for every part of one message, on this endpoint
+    number: int  # 1 for the first part
+    total: int
+    fields: dict[str, Any]
+    received_at: str  # ISO 8601 UTC, when this part came
+
+
 def current_of(timeline: Iterable[StatusEvent]) -> StatusEvent | None:
     """docs/events.md's rule over a message's stored events, in the order they were stored: the greatest
     precedence; of equals, the first stored (a store moves the current row only to a greater one).

@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+import orjson
 from prometheus_client import Counter
 
 from gateway import metrics
@@ -31,12 +32,13 @@ from gateway.errors import (
     refusal,
 )
 from gateway.load import CallbackLoad
-from gateway.model import Status, StatusEvent
-from gateway.sinks import Sink
+from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
+from gateway.sinks import Sink, Store
 from providers.base import Inbound, Provider, split_content_type
 
 log = logging.getLogger("gateway.access")
 security_log = logging.getLogger("gateway.security")
+unread_log = logging.getLogger("gateway.unread")
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -52,13 +54,14 @@ class CallbackRoute:
 
     def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[tuple[str, Sink]],
                  server: ServerConfig, clock: Clock, stored: Callable[[], None] | None = None,
-                 load: CallbackLoad | None = None) -> None:
+                 load: CallbackLoad | None = None, store: Store | None = None) -> None:
         self.endpoint = endpoint
         self.path = path
         self.provider = provider
         self.server = server
         self.clock = clock
         self._stored = stored  # the forwarding dispatcher's wake-up: a new event may have deliveries
+        self._store = store  # the first store: it keeps unread callbacks and parts of messages
         # Counted from a whole body on: a client that sends its body slowly (or never) is not load
         # that makes forwarding step back.
         self._load = load or CallbackLoad()
@@ -79,10 +82,17 @@ class CallbackRoute:
             counted = True
             fields = self.provider.verify(inbound)
             self._last_verified.set(inbound.received_at.timestamp())
-            event = self.provider.parse(fields, inbound)
-            if event is None:
-                outcome = "not_a_status"
+            parsed = self.provider.parse(fields, inbound)
+            if isinstance(parsed, Fragment):
+                parsed = await self.join(parsed)
+                outcome = "part" if parsed is None else outcome
+            if isinstance(parsed, Unread):
+                outcome = "unread"
+                await self.keep(parsed, inbound)
+            elif parsed is None:
+                outcome = "not_a_status" if outcome == "accepted" else outcome
             else:
+                event = parsed
                 if not await self.deliver(event):
                     outcome = "duplicate"
                 elif self._stored is not None:
@@ -115,6 +125,26 @@ class CallbackRoute:
                 "message_id": event.message_id if event else None, "status": event.status.value if event else None,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": status,
             }})
+
+    async def join(self, part: Fragment) -> StatusEvent | None:
+        """The message once the store holds all its parts (this one kept durably first, so it may
+        be acknowledged); None until then. Without a store each part is an event of its own."""
+        if self._store is None:
+            return self.provider.join([Fragment(part.group, 1, 1, part.fields, part.received_at)])
+        parts = await self._store.keep_part(self.endpoint, part)
+        return self.provider.join(parts) if parts else None
+
+    async def keep(self, unread: Unread, inbound: Inbound) -> None:
+        """Keep a genuine callback no parser reads: in the store, else (no store configured) in the
+        log, whole; counted either way, so a new kind of webhook shows in the metrics."""
+        received_at = utc_iso(inbound.received_at)
+        if self._store is not None:
+            await self._store.keep_unread(self.endpoint, self.provider.name, unread, received_at)
+        else:
+            unread_log.warning("unread callback kept in the log", extra={"access": {
+                "endpoint": self.endpoint, "provider": self.provider.name, "kind": unread.kind,
+                "received_at": received_at, "fields": orjson.dumps(unread.fields).decode()}})
+        metrics.UNREAD.labels(self.provider.name, self.endpoint).inc()
 
     async def deliver(self, event: StatusEvent) -> bool:
         """Hand the event to every sink at once, wait for all; False if a store already had its id."""

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Annotated, Any, ClassVar, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from gateway.model import StatusEvent, utc_iso
+from gateway.model import Fragment, StatusEvent, Unread, utc_iso
 
 Fields = Mapping[str, Any]  # the provider's payload, already authenticated
 
@@ -49,6 +49,9 @@ class SampleRequest:
 Scenario = list[tuple[str, int]]  # (the provider's word, sent how many times), for one message
 
 
+Parsed = StatusEvent | Fragment | Unread | None  # None: genuine, nothing to keep (Twilio's "receiving")
+
+
 class Provider(Protocol):
     """Everything the gateway knows about one vendor; the registry in providers/__init__.py lists them.
 
@@ -77,8 +80,14 @@ class Provider(Protocol):
         """
         ...
 
-    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
-        """The normalized event; None for a callback that is not a delivery status. Raises Malformed."""
+    def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
+        """The normalized event, a Fragment of one, or an Unread callback; None for a callback with
+        nothing to keep. Raises Malformed for what is broken (a status without its message id)."""
+        ...
+
+    def join(self, parts: Sequence[Fragment]) -> StatusEvent:
+        """The one event of a message whose parts are all here (in order, one of each number).
+        Asked only of an adapter whose parse returns Fragments."""
         ...
 
     def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:

@@ -10,6 +10,7 @@ import base64
 import hashlib
 import hmac
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -25,8 +26,17 @@ from twilio.request_validator import (
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Media, Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time
+from gateway.model import Fragment, Media, Status, StatusEvent, utc_iso
+from providers.base import (
+    Fields,
+    Inbound,
+    Parsed,
+    SampleRequest,
+    Scenario,
+    Secrets,
+    Settings,
+    carrier_time,
+)
 from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs, decode_text
 
@@ -172,7 +182,7 @@ class Twilio:
             raise InvalidSignature("unsupported signature algorithm in X-Twilio-Webhooks-Signature-Settings")
         return (validator,), algorithm
 
-    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+    def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
         message_id = _first(fields, "MessageSid") or _first(fields, "SmsSid")
         word = _first(fields, "MessageStatus") or _first(fields, "SmsStatus")
         if not message_id or not word:
@@ -220,6 +230,9 @@ class Twilio:
             account=_first(fields, "AccountSid"), received_at=utc_iso(inbound.received_at),
             raw=dict(fields), direction="inbound", text=_first(fields, "Body"), media=tuple(media),
         )
+
+    def join(self, parts: Sequence[Fragment]) -> StatusEvent:
+        raise NotImplementedError("Twilio sends a multi-part SMS whole")
 
     def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
         """TwiML for an incoming message when `reply:` says so: <Message> with `action` and

@@ -1,7 +1,8 @@
-"""Vonage Messages API status webhooks: a HS256 JWT whose `payload_hash` binds it to the body.
+"""Vonage Messages API webhooks (status and inbound): a HS256 JWT whose `payload_hash` binds it to the body.
 
 Signed webhooks: https://developer.vonage.com/en/getting-started/concepts/webhooks#decoding-signed-webhooks
 Status fields:   https://developer.vonage.com/en/api/messages#message-status
+Inbound fields:  https://developer.vonage.com/en/api/messages#inbound-message (docs/vonage.md, Inbound)
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ import binascii
 import hashlib
 import hmac
 import math
+import mimetypes
 import re
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
@@ -22,8 +25,17 @@ from jwt.utils import base64url_decode, base64url_encode
 from pydantic import Field
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
-from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, text_of
+from gateway.model import Fragment, Media, Status, StatusEvent, Unread, utc_iso
+from providers.base import (
+    Fields,
+    Inbound,
+    Parsed,
+    SampleRequest,
+    Scenario,
+    Secrets,
+    Settings,
+    text_of,
+)
 from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object
 
@@ -51,6 +63,19 @@ ERRORS: dict[str, str] = {
     "1360": "TTL activated",
 }
 
+# The wire's channel words, as the event names them (the vendor's Java SDK also reads viber_service as viber).
+CHANNELS: dict[str, str] = {
+    "sms": "sms", "mms": "mms", "rcs": "rcs", "whatsapp": "whatsapp", "messenger": "messenger",
+    "viber_service": "viber", "viber": "viber",
+}
+# Inbound message types whose content is one attachment {url, name?, caption?}.
+ATTACHMENTS = ("image", "audio", "video", "file", "vcard", "sticker")
+# Inbound message types read as text: (the object, its field that holds the text).
+TEXT_IN = {"reply": "title", "button": "text"}
+# Python's own table only, not the machine's /etc/mime.types: the same guess on every machine.
+MIME_TYPES = mimetypes.MimeTypes()
+RECEIVED = "received"  # provider_status of an inbound message: Vonage sends no status word for one
+
 HS256 = HMACAlgorithm(HMACAlgorithm.SHA256)
 # A compact JWS: three base64url parts. Checked first, so no lenient decoding can read junk as a token.
 COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
@@ -65,7 +90,8 @@ class VonageSettings(Settings):
 
 
 SETUP = """\
-    Paste it as the Status URL (POST) of your Vonage application's Messages capability.
+    Paste it as the Status URL (POST) of your Vonage application's Messages capability, and as its
+    Inbound URL too: incoming messages (SMS, MMS, WhatsApp, …) are then stored as inbound events.
     Signed webhooks are on by default; signature_secret is the account's signature secret
     (Dashboard → API Settings)."""
 
@@ -84,6 +110,8 @@ class Vonage:
         "out-of-order": [("delivered", 1), ("submitted", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("submitted", 1), ("rejected", 1)],
+        # An incoming message, then the statuses of the reply the app sends through the API.
+        "conversation": [("received", 1), ("submitted", 1), ("delivered", 1)],
     }
 
     def __init__(self, endpoint: str, settings: VonageSettings) -> None:
@@ -163,8 +191,18 @@ class Vonage:
             raise InvalidToken("the token has no iat claim")
         return claims
 
-    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+    def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
+        """A status has `status`; an inbound message has `message_type` and no `status` (v0.1 nested
+        it in `message.content`); anything else is a genuine callback of a kind not read yet."""
         payload: dict[str, Any] = fields["payload"]
+        if "status" in payload:
+            return self._status(payload, fields, inbound)
+        content = _content(payload)
+        if isinstance(content.get("message_type", content.get("type")), str):
+            return self._incoming(payload, content, fields, inbound)
+        return Unread("a Vonage webhook with neither status nor message_type", payload)
+
+    def _status(self, payload: dict[str, Any], fields: Fields, inbound: Inbound) -> StatusEvent:
         message_id, word = payload.get("message_uuid"), payload.get("status")
         if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
             raise Malformed("a Vonage status webhook needs message_uuid and status as strings")
@@ -174,7 +212,6 @@ class Vonage:
             title, detail = error.get("title"), error.get("detail")
             error_code = text_of(title)
             error_message = text_of(detail) or ERRORS.get(error_code or "")
-        channel = payload.get("channel")
         return StatusEvent(
             provider=self.name,
             endpoint=self.endpoint,
@@ -185,12 +222,51 @@ class Vonage:
             error_message=error_message,
             to=_address(payload.get("to")),
             sender=_address(payload.get("from")),
-            channel=channel if isinstance(channel, str) else None,
+            channel=_channel(payload),
             account=fields["api_key"],
             occurred_at=_timestamp(payload.get("timestamp")),
             received_at=utc_iso(inbound.received_at),
             raw=payload,
         )
+
+    def _incoming(self, payload: dict[str, Any], content: dict[str, Any], fields: Fields,
+                  inbound: Inbound) -> StatusEvent | Unread:
+        """An inbound message of a type this reads (text, one attachment, `content` attachments,
+        a WhatsApp reply or button); any other type or channel is kept Unread, never refused."""
+        message_type = content.get("message_type", content.get("type"))
+        message_id, channel = payload.get("message_uuid"), _channel(payload)
+        if not isinstance(message_id, str) or not message_id:
+            return Unread("a Vonage inbound message without message_uuid", payload)
+        if channel not in CHANNELS.values():
+            return Unread(f"a Vonage inbound message on channel {channel}", payload)
+        text: Any = None
+        media: list[Media] | None = []
+        if message_type == "text":
+            text = content.get("text")
+        elif message_type in ATTACHMENTS:
+            attachment = content.get(message_type)
+            media = _media([attachment])
+            text = attachment.get("caption") if isinstance(attachment, dict) else None
+        elif message_type == "content":
+            attachments = content.get("content")
+            media = _media(attachments if isinstance(attachments, list) else [None])
+        elif message_type in TEXT_IN and isinstance(content.get(message_type), dict):
+            text = content[message_type].get(TEXT_IN[message_type])
+        else:
+            return Unread(f"a Vonage inbound message of message_type {message_type}", payload)
+        if media is None or not (text is None or isinstance(text, str)):
+            return Unread(f"a Vonage inbound {message_type} message in a shape not read yet", payload)
+        return StatusEvent(
+            provider=self.name, endpoint=self.endpoint, message_id=message_id,
+            status=Status.RECEIVED, provider_status=RECEIVED,
+            to=_address(payload.get("to")), sender=_address(payload.get("from")), channel=channel,
+            account=fields["api_key"], occurred_at=_timestamp(payload.get("timestamp")),
+            received_at=utc_iso(inbound.received_at), raw=payload,
+            direction="inbound", text=text, media=tuple(media),
+        )
+
+    def join(self, parts: Sequence[Fragment]) -> StatusEvent:
+        raise NotImplementedError("the Messages API sends a multi-part SMS whole")
 
     def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
         return None  # Vonage reads only the status code
@@ -214,12 +290,19 @@ class Vonage:
         *, url: str, signature_secret: str, message_id: str, status: str, api_key: str,
         now: datetime, error_code: str | None = None, to: str = "447700900000", sender: str = "447700900001",
     ) -> SampleRequest:
-        """A status webhook as Vonage sends it, signed with PyJWT and Vonage's claims (used by `simulate`)."""
+        """A status webhook (for `received`, an inbound message) as Vonage sends it, signed with PyJWT
+        and Vonage's claims (used by `simulate`)."""
+        timestamp = now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         payload: dict[str, Any] = {
-            "message_uuid": message_id, "to": to, "from": sender,
-            "timestamp": now.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "message_uuid": message_id, "to": to, "from": sender, "timestamp": timestamp,
             "status": status, "channel": "sms",
         }
+        if status == RECEIVED:  # from the user to the number: no status, a message_type and its text
+            payload = {
+                "channel": "sms", "message_uuid": message_id, "to": sender, "from": to, "timestamp": timestamp,
+                "message_type": "text", "text": "Hi, is my order on its way?",
+                "sms": {"num_messages": "1", "keyword": "HI,"}, "usage": {"currency": "EUR", "price": "0.0057"},
+            }
         if status == "submitted":
             payload["usage"] = {"currency": "EUR", "price": "0.0333"}
         if error_code:
@@ -264,6 +347,36 @@ def _address(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("number") or value.get("id")
     return value if isinstance(value, str) else None
+
+
+def _content(payload: dict[str, Any]) -> dict[str, Any]:
+    """Where an inbound message's type and content are: the top level (v1), or v0.1's `message.content`."""
+    message = payload.get("message")
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if "message_type" not in payload and isinstance(content, dict) else payload
+
+
+def _channel(payload: dict[str, Any]) -> str | None:
+    """v1's `channel`, or v0.1's `to.type`; in the event's words (viber_service is viber)."""
+    channel = payload.get("channel")
+    if channel is None and isinstance(payload.get("to"), dict):
+        channel = payload["to"].get("type")
+    if not isinstance(channel, str):
+        return None
+    return CHANNELS.get(channel, channel)
+
+
+def _media(attachments: list[Any]) -> list[Media] | None:
+    """Each attachment's URL, with a content type guessed from its name (Vonage sends none); None
+    if one has no URL."""
+    media = []
+    for attachment in attachments:
+        url = attachment.get("url") if isinstance(attachment, dict) else None
+        if not isinstance(url, str) or not url:
+            return None
+        name = attachment.get("name")
+        media.append(Media(url, MIME_TYPES.guess_type(name if isinstance(name, str) else url, strict=False)[0]))
+    return media
 
 
 def _timestamp(value: Any) -> str | None:

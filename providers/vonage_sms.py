@@ -1,9 +1,12 @@
-"""Vonage SMS API delivery receipts (DLRs): fields signed with `sig`, by MD5 hash or an HMAC.
+"""Vonage SMS API delivery receipts (DLRs) and inbound SMS: fields signed with `sig`, by MD5 hash or an HMAC.
 
 The legacy SMS API (the Messages API is providers/vonage.py) pushes one receipt per SMS part as a
 GET query, a POST form or a POST-JSON object, as chosen in the Dashboard. Signed receipts carry
 `sig`, `timestamp` and `nonce`; signing is switched on per account (Dashboard → API Settings).
+An inbound SMS comes the same ways, with the same `sig`; a long one comes in parts (`concat-*`),
+each its own webhook, which the store keeps until all are here (a Fragment each).
 DLR fields and codes:  https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts
+Inbound SMS:           https://developer.vonage.com/en/messaging/sms/guides/inbound-sms
 Signing algorithm:     https://developer.vonage.com/en/getting-started/concepts/signing-messages
 """
 
@@ -12,15 +15,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar, Literal
 
 import orjson
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Status, StatusEvent, utc_iso
-from providers.base import Fields, Inbound, SampleRequest, Scenario, Secrets, Settings, carrier_time, text_of
+from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
+from providers.base import (
+    Fields,
+    Inbound,
+    Parsed,
+    SampleRequest,
+    Scenario,
+    Secrets,
+    Settings,
+    carrier_time,
+    text_of,
+)
 from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs
 
@@ -47,6 +60,9 @@ ERRORS: dict[str, str] = {
     "14": "Number blocked by carrier", "15": "Prepaid insufficient funds", "99": "General error",
 }
 
+RECEIVED = "received"  # provider_status of an inbound SMS: it has no status word
+MAX_PARTS = 255  # a concatenated SMS's part count is one byte of its header
+
 # "md5hash" is md5(string + secret), the Dashboard's default; the others are HMACs keyed with the secret.
 SignatureMethod = Literal["md5hash", "md5", "sha1", "sha256", "sha512"]
 
@@ -58,7 +74,9 @@ class VonageSMSSettings(Settings):
 
 SETUP = """\
     Paste it as the Delivery receipts webhook URL (Dashboard → API Settings → SMS settings; POST-JSON,
-    POST or GET all work). Ask Vonage to sign this API key's webhooks and set signature_method
+    POST or GET all work), and as the Inbound SMS webhook URL of the account or the number: incoming
+    SMS are then stored as inbound events, a long one once all its parts are here.
+    Ask Vonage to sign this API key's webhooks and set signature_method
     to the method it signs with (md5hash is the Dashboard's default)."""
 
 
@@ -76,6 +94,8 @@ class VonageSMS:
         "out-of-order": [("delivered", 1), ("accepted", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("accepted", 1), ("failed", 1)],
+        # An incoming SMS, then the statuses of the reply the app sends through the API.
+        "conversation": [("received", 1), ("accepted", 1), ("delivered", 1)],
     }
 
     def __init__(self, endpoint: str, settings: VonageSMSSettings) -> None:
@@ -98,10 +118,14 @@ class VonageSMS:
                                    "(check the method and the signature secret)")
         return fields
 
-    def parse(self, fields: Fields, inbound: Inbound) -> StatusEvent | None:
+    def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
+        """A receipt has `status`; an inbound SMS has `msisdn` and `type` (text, unicode or
+        binary) and no `status`; anything else is a genuine callback of a kind not read yet."""
+        if "status" not in fields:
+            if "type" in fields and "msisdn" in fields:
+                return self._incoming(fields, inbound)
+            return Unread("a Vonage SMS API webhook that is neither a receipt nor an inbound SMS", dict(fields))
         message_id, word = fields.get("messageId"), fields.get("status")
-        if word is None and "text" in fields:
-            return None  # an inbound SMS sent to this URL: signed and genuine, but not a receipt
         if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
             raise Malformed("a Vonage delivery receipt needs messageId and status")
         error_code = text_of(fields.get("err-code"))
@@ -123,6 +147,42 @@ class VonageSMS:
             or _message_timestamp(fields.get("message-timestamp")),
             received_at=utc_iso(inbound.received_at),
             raw=dict(fields),
+        )
+
+    def _incoming(self, fields: Fields, inbound: Inbound) -> StatusEvent | Fragment | Unread:
+        """One SMS, or one part of a long one: the parts of a message share (`api-key`, `msisdn`,
+        `to`, `concat-ref`) and each has its own messageId; the joined message takes the first's."""
+        if not isinstance(fields.get("messageId"), str) or not fields["messageId"]:
+            return Unread("a Vonage inbound SMS without messageId", dict(fields))
+        if text_of(fields.get("concat")) != "true":
+            return self._message([dict(fields)], utc_iso(inbound.received_at))
+        number, total = text_of(fields.get("concat-part")) or "", text_of(fields.get("concat-total")) or ""
+        ref = text_of(fields.get("concat-ref"))
+        if not (number.isdigit() and total.isdigit() and ref and 1 <= int(number) <= int(total) <= MAX_PARTS):
+            raise Malformed("a part of an inbound SMS needs concat-ref, and 1 <= concat-part <= concat-total <= 255")
+        group = "\x1f".join((text_of(fields.get("api-key")) or "", text_of(fields.get("msisdn")) or "",
+                             text_of(fields.get("to")) or "", ref, total))
+        return Fragment(group, int(number), int(total), dict(fields), utc_iso(inbound.received_at))
+
+    def join(self, parts: Sequence[Fragment]) -> StatusEvent:
+        """The message from all its parts: their texts in part order, received when the last came."""
+        return self._message([part.fields for part in parts], max(part.received_at for part in parts))
+
+    def _message(self, parts: list[dict[str, Any]], received_at: str) -> StatusEvent:
+        first = parts[0]
+        texts = [part["text"] for part in parts if isinstance(part.get("text"), str)]
+        text = "".join(texts) if len(texts) == len(parts) else None
+        return StatusEvent(
+            provider=self.name, endpoint=self.endpoint, message_id=first["messageId"],
+            status=Status.RECEIVED, provider_status=RECEIVED,
+            to=text_of(first.get("to")),  # inbound, `to` is your number and msisdn the sender
+            sender=text_of(first.get("msisdn")), channel="sms", account=text_of(first.get("api-key")),
+            occurred_at=_message_timestamp(first.get("message-timestamp")),
+            received_at=received_at,
+            # A binary SMS has `data` and `udh` instead of text: kept in raw, text null.
+            raw=first if len(parts) == 1 else {"parts": parts},
+            direction="inbound",
+            text=text,
         )
 
     def answer(self, event: StatusEvent, inbound: Inbound) -> tuple[bytes, str] | None:
@@ -147,7 +207,8 @@ class VonageSMS:
         *, url: str, signature_secret: str, signature_method: SignatureMethod, message_id: str, status: str,
         api_key: str, now: datetime, error_code: str | None = None, to: str = "447700900000", sender: str = "AcmeInc",
     ) -> SampleRequest:
-        """A signed delivery receipt as Vonage sends it in the "POST-JSON" format (used by `simulate`)."""
+        """A signed delivery receipt (for `received`, an inbound SMS to the number `to`) as Vonage
+        sends it in the "POST-JSON" format (used by `simulate`)."""
         now = now.astimezone(timezone.utc)
         fields: dict[str, Any] = {
             "msisdn": to, "to": sender, "network-code": "23410", "messageId": message_id, "price": "0.03330000",
@@ -155,6 +216,14 @@ class VonageSMS:
             "api-key": api_key, "message-timestamp": now.strftime("%Y-%m-%d %H:%M:%S"),
             "timestamp": str(int(now.timestamp())), "nonce": str(uuid.uuid4()),
         }
+        if status == RECEIVED:  # from the handset msisdn to your number: no status, a type and a text
+            text = "Hi, is my order on its way?"
+            fields = {
+                "msisdn": "447700900001", "to": to, "messageId": message_id, "text": text, "type": "text",
+                "keyword": text.split()[0].upper(), "api-key": api_key,
+                "message-timestamp": fields["message-timestamp"], "timestamp": fields["timestamp"],
+                "nonce": fields["nonce"],
+            }
         fields["sig"] = sign(fields, signature_secret, signature_method)
         return SampleRequest(method="POST", url=url, headers={"Content-Type": JSON}, body=orjson.dumps(fields))
 

@@ -148,6 +148,23 @@ def test_simulated_scenarios_show_precedence_and_dedup(
         assert answer["events"][-1]["error_code"] == {"twilio": "30003", "vonage": "1250", "vonage-sms": "2"}[provider]
 
 
+@pytest.mark.parametrize("provider", ["vonage", "vonage-sms"])
+def test_simulate_a_vonage_conversation_stores_the_inbound_and_tracks_the_reply(
+    gateway_process: GatewayProcess, provider: str,
+) -> None:
+    """Vonage takes no reply in the answer: the app replies through the API, and its statuses follow."""
+    incoming_id = {"vonage": "dddddddd-bbbb-cccc-dddd-0123456789ab", "vonage-sms": "0D00000012345678"}[provider]
+    result = simulate(gateway_process, provider, "--scenario", "conversation", "--message-id", incoming_id)
+    assert result.exit_code == 0, result.output
+    assert result.output.count("→ 200") == 3
+    incoming = status_json(gateway_process, incoming_id)
+    assert (incoming["status"], incoming["events"][0]["direction"]) == ("received", "inbound")
+    assert incoming["events"][0]["text"] == "Hi, is my order on its way?"
+    reply_id = result.output.split(f"{provider} reply ")[1].split()[0]
+    reply = status_json(gateway_process, reply_id)
+    assert [(e["status"], e["direction"]) for e in reply["events"]] == [("sent", "outbound"), ("delivered", "outbound")]
+
+
 def test_simulate_one_status_and_read_it_back_as_text(gateway_process: GatewayProcess) -> None:
     config = str(gateway_process.tmp_path / "config.yaml")
     assert simulate(gateway_process, "vonage", "sent", "--message-id", "m-1").exit_code == 0

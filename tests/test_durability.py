@@ -7,6 +7,7 @@ taken for stored (it was not acknowledged, the provider retries it).
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 import threading
@@ -16,14 +17,17 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 import pytest
 
 from tests import http_client
-from tests.conftest import config_document, start_gateway
-from tests.signing import TWILIO_PATH, twilio_fields, twilio_request
+from tests.conftest import API_TOKEN, config_document, start_gateway
+from tests.signing import TWILIO_PATH, VONAGE_SMS_PATH, twilio_fields, twilio_request
+from tests.test_inbound import sms_part
 
 
 LOCK = threading.Lock()
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -146,3 +150,29 @@ def test_a_full_disk_answers_503_and_the_gateway_recovers_when_space_returns(tmp
         assert gateway.shut_down_cleanly
         stored = stored_ids(disk / "gateway.db")
         assert {sid for sid, code in {**answers, **again}.items() if code == 200} <= stored
+
+
+def test_a_gateway_killed_between_the_parts_of_an_sms_loses_none(tmp_path: Path, http: http_client.Client) -> None:
+    """SPEC §8: each part is acknowledged once stored; a crash between parts keeps the ones answered."""
+    texts = {1: "Parts one, ", 2: "two and ", 3: "three."}
+    gateway = start_gateway(tmp_path, config_document(tmp_path))
+    writers = children(gateway.process.pid)
+    try:
+        for number in (2, 1):
+            assert http.post(gateway.url + VONAGE_SMS_PATH, headers=JSON,
+                             content=orjson.dumps(sms_part(number, texts[number]))).status_code == 200
+    finally:
+        gateway.stop(signal.SIGKILL)
+    for writer in writers:
+        wait_gone(writer)
+    restarted = start_gateway(tmp_path, config_document(tmp_path))
+    try:
+        assert http.post(restarted.url + VONAGE_SMS_PATH, headers=JSON,
+                         content=orjson.dumps(sms_part(3, texts[3]))).status_code == 200
+        message = http.get(f"{restarted.url}/v1/messages/vonage/{sms_part(1, '')['messageId']}",
+                           headers={"Authorization": f"Bearer {API_TOKEN}"})
+        assert message.status_code == 200
+        (event,) = message.json()["events"]
+        assert (event["text"], event["direction"]) == ("Parts one, two and three.", "inbound")
+    finally:
+        restarted.stop()

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.model import Status, StatusEvent
+from gateway.model import Fragment, Status, StatusEvent, Unread
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 DELIVERY_STATES = ("pending", "delivered", "failed", "disabled")
@@ -196,4 +196,19 @@ class Store(Sink, Protocol):
     ) -> list[tuple[int, StatusEvent]]:
         """Newest first, with each event's store sequence number (for `tail --follow`);
         `direction`: inbound (incoming messages) or outbound (statuses)."""
+        ...
+
+    async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:
+        """Keep a genuine callback no parser reads yet, durably, before it is acknowledged; False if
+        this endpoint already kept the same one (a retry)."""
+        ...
+
+    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+        """Keep one part durably (once: a retry adds nothing); every part of its group, in order,
+        once all are kept, else None. Parts of one group kept at once (replicas, workers) are
+        taken one after the other, so exactly the last of them sees the group complete."""
+        ...
+
+    async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """The unread callbacks kept, newest first, as /v1/unread shows them."""
         ...

@@ -18,17 +18,30 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
+import orjson
 
 from gateway.errors import SinkUnavailable
-from gateway.model import StatusEvent, utc_iso
+from gateway.model import Fragment, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json, rows_by_table
 from gateway.sinks.batch import Batcher, Observe, reason
-from gateway.sinks.sql import OutboxSQL, SQLReads, delivery_json, finish_params, first_occurrences
+from gateway.sinks.sql import (
+    KeptSQL,
+    OutboxSQL,
+    SQLReads,
+    complete,
+    delivery_json,
+    finish_params,
+    first_occurrences,
+    unread_body,
+    unread_id,
+    unread_json,
+)
 
 T = TypeVar("T")
 if TYPE_CHECKING:  # generic only in the stubs
     Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 OUTBOX = OutboxSQL("$", lock=" FOR UPDATE SKIP LOCKED")
+KEPT = KeptSQL("$")
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
 # A whole batch, /readyz probe or read (acquire, statement, release), whatever the server or the link
 # does meanwhile: asyncpg's own timeouts each bound one step, and a dead link can stall a step between.
@@ -95,6 +108,26 @@ MIGRATIONS: list[list[str]] = [
     [  # 3: the message filter of `deliveries` finds the rows by time, not by an index of random keys
         "DROP INDEX deliveries_by_message",
         "CREATE INDEX deliveries_by_time ON deliveries (created_at)",
+    ],
+    [  # 4: genuine callbacks of kinds no parser reads yet, and the parts of messages that come in parts
+        """CREATE TABLE unread (
+            id text PRIMARY KEY,
+            endpoint text NOT NULL,
+            provider text NOT NULL,
+            kind text NOT NULL,
+            received_at text NOT NULL,
+            body text NOT NULL
+        )""",
+        "CREATE INDEX unread_by_time ON unread (received_at)",
+        """CREATE TABLE message_parts (
+            endpoint text NOT NULL,
+            grp text NOT NULL,
+            number integer NOT NULL,
+            total integer NOT NULL,
+            received_at text NOT NULL,
+            body text NOT NULL,
+            PRIMARY KEY (endpoint, grp, number)
+        )""",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -285,7 +318,36 @@ class PostgresSink(SQLReads):
             async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn, conn.transaction():
                 return await work(conn)
         except OUTAGE as exc:
-            raise SinkUnavailable(f"the PostgreSQL outbox cannot be written: {reason(exc)}") from exc
+            raise SinkUnavailable(f"the PostgreSQL store cannot be written: {reason(exc)}") from exc
+
+    # --- kept callbacks (Store protocol): unread kinds, parts of a message -----------------------
+
+    async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:
+        async def work(conn: Connection) -> bool:
+            status = await conn.execute(KEPT.keep_unread, unread_id(endpoint, unread), endpoint, provider,
+                                        unread.kind, received_at, unread_body(unread))
+            return bool(status == "INSERT 0 1")
+
+        return await self._outbox(work)
+
+    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+        async def work(conn: Connection) -> list[Fragment] | None:
+            # Replicas keeping parts of one group at once take turns, so the last one sees them all.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                               f"{endpoint}\x1f{part.group}")
+            await conn.execute(KEPT.keep_part, endpoint, part.group, part.number, part.total, part.received_at,
+                               orjson.dumps(part.fields).decode())
+            return complete(part, [tuple(record) for record in await conn.fetch(KEPT.parts, endpoint, part.group)])
+
+        return await self._outbox(work)
+
+    async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, params = KEPT.listing(endpoint, limit)
+
+        async def work(conn: Connection) -> list[dict[str, Any]]:
+            return [unread_json(tuple(record)) for record in await conn.fetch(sql, *params)]
+
+        return await self._outbox(work)
 
     async def close(self) -> None:
         """Commits what is waiting (each batch once more, if the server is there), then disconnects."""

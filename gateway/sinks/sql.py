@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
-from gateway.model import Status, StatusEvent, utc_iso
+import orjson
+
+from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt
 from providers import EVENT_PROVIDERS
 
@@ -144,6 +147,49 @@ class OutboxSQL:
             return self.requeue.replace("{where}", f"id IN ({marks})"), params
         params += [subscription, since or ""]
         return self.requeue.replace("{where}", f"subscription = {self.mark}2 AND created_at >= {self.mark}3"), params
+
+
+class KeptSQL:
+    """Statements of the callbacks a store keeps outside the events: the unread ones (kinds no
+    parser reads yet), and the parts of a message that comes in parts until the last one is here."""
+
+    def __init__(self, mark: str) -> None:
+        m = mark
+        self.keep_unread = ("INSERT INTO unread (id, endpoint, provider, kind, received_at, body)"
+                            f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6) ON CONFLICT (id) DO NOTHING")
+        self.keep_part = ("INSERT INTO message_parts (endpoint, grp, number, total, received_at, body)"
+                          f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6) ON CONFLICT DO NOTHING")
+        self.parts = (f"SELECT number, total, received_at, body FROM message_parts WHERE endpoint = {m}1"
+                      f" AND grp = {m}2 ORDER BY number")
+        self.mark = m
+
+    def listing(self, endpoint: str | None, limit: int) -> tuple[str, list[Any]]:
+        where, params = (f" WHERE endpoint = {self.mark}1", [endpoint]) if endpoint else ("", [])
+        return (f"SELECT id, endpoint, provider, kind, received_at, body FROM unread{where}"
+                f" ORDER BY received_at DESC, id LIMIT {self.mark}{len(params) + 1}", [*params, limit])
+
+
+def unread_id(endpoint: str, unread: Unread) -> str:
+    """The same callback on the same endpoint (a provider's retry) is kept once."""
+    return hashlib.sha256(endpoint.encode() + b"\x1f" + unread_body(unread).encode()).hexdigest()[:32]
+
+
+def unread_body(unread: Unread) -> str:
+    return orjson.dumps(unread.fields, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def unread_json(row: Sequence[Any]) -> dict[str, Any]:
+    key, endpoint, provider, kind, received_at, body = row
+    return {"id": key, "endpoint": endpoint, "provider": provider, "kind": kind, "received_at": received_at,
+            "fields": orjson.loads(body)}
+
+
+def complete(part: Fragment, rows: Sequence[Sequence[Any]]) -> list[Fragment] | None:
+    """All the parts of `part`'s group as stored (number, total, received_at, body), once each of
+    1..total is there; else None."""
+    if [row[0] for row in rows] != list(range(1, part.total + 1)):
+        return None
+    return [Fragment(part.group, row[0], row[1], orjson.loads(row[3]), row[2]) for row in rows]
 
 
 # The events' provider names as SQL literals: with them the events' (provider, message_id, …) index

@@ -19,14 +19,25 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.errors import SinkUnavailable
-from gateway.model import StatusEvent, utc_iso
+from gateway.model import Fragment, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Part
 from gateway.sinks.batch import Batcher, Observe, Outcome
-from gateway.sinks.sql import OutboxSQL, SQLReads, delivery_json, finish_params
+from gateway.sinks.sql import (
+    KeptSQL,
+    OutboxSQL,
+    SQLReads,
+    complete,
+    delivery_json,
+    finish_params,
+    unread_body,
+    unread_id,
+    unread_json,
+)
 from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
 
 T = TypeVar("T")
 OUTBOX = OutboxSQL("?")
+KEPT = KeptSQL("?")
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
 MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
 
@@ -60,6 +71,7 @@ class SQLiteSink(SQLReads):
         self._turn = WriterTurn(path)
         self._outbox_thread: ThreadPoolExecutor | None = None
         self._outbox_conn: sqlite3.Connection | None = None
+        self._kept_conn: sqlite3.Connection | None = None  # synchronous=FULL: what it keeps is acknowledged
         self._finishes: Batcher[tuple[Attempt, str | None]] = Batcher(
             self._finish_batch, what="the SQLite outbox", max_batch=1024)
 
@@ -169,15 +181,21 @@ class SQLiteSink(SQLReads):
 
     # --- the outbox (Outbox protocol): the dispatcher's leases and records ----------------------
 
-    def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    def _transaction(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         """One write transaction of the gateway process, in its turn with the writer processes.
 
-        synchronous=NORMAL: a lease or an attempt's record lost to a power cut only means the
-        delivery is sent again (at least once, the same webhook-id); events keep FULL.
+        The outbox's are synchronous=NORMAL: a lease or an attempt's record lost to a power cut only
+        means the delivery is sent again (at least once, the same webhook-id). `durable` ones (the
+        kept callbacks, answered 200 once committed) are FULL, as events are.
         """
-        if self._outbox_conn is None:
-            self._outbox_conn = connect(self.path, synchronous="normal", busy_timeout_ms=self._busy_timeout_ms)
-        conn = self._outbox_conn
+        if durable:
+            if self._kept_conn is None:
+                self._kept_conn = connect(self.path, synchronous="full", busy_timeout_ms=self._busy_timeout_ms)
+            conn = self._kept_conn
+        else:
+            if self._outbox_conn is None:
+                self._outbox_conn = connect(self.path, synchronous="normal", busy_timeout_ms=self._busy_timeout_ms)
+            conn = self._outbox_conn
         try:
             with self._turn():
                 conn.execute("BEGIN IMMEDIATE")
@@ -193,9 +211,10 @@ class SQLiteSink(SQLReads):
             raise
 
     def _close_outbox(self) -> None:
-        if self._outbox_conn is not None:
-            self._outbox_conn.close()
-            self._outbox_conn = None
+        for conn in (self._outbox_conn, self._kept_conn):
+            if conn is not None:
+                conn.close()
+        self._outbox_conn = self._kept_conn = None
 
     async def claim(self, *, now: str, lease_until: str, limit: int, by: str) -> list[Claimed]:
         def work(conn: sqlite3.Connection) -> list[Claimed]:
@@ -249,6 +268,25 @@ class SQLiteSink(SQLReads):
 
         return await self._outbox(work)
 
+    # --- kept callbacks (Store protocol): unread kinds, parts of a message -----------------------
+
+    async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:
+        params = (unread_id(endpoint, unread), endpoint, provider, unread.kind, received_at, unread_body(unread))
+        return await self._outbox(lambda conn: conn.execute(KEPT.keep_unread, params).rowcount == 1, durable=True)
+
+    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+        def work(conn: sqlite3.Connection) -> list[Fragment] | None:
+            # BEGIN IMMEDIATE holds the write lock: parts kept at once by two workers go one by one.
+            conn.execute(KEPT.keep_part, (endpoint, part.group, part.number, part.total, part.received_at,
+                                          orjson.dumps(part.fields).decode()))
+            return complete(part, conn.execute(KEPT.parts, (endpoint, part.group)).fetchall())
+
+        return await self._outbox(work, durable=True)
+
+    async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        sql, params = KEPT.listing(endpoint, limit)
+        return [unread_json(row) for row in await self._fetch(sql, tuple(params))]
+
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
             conn = self.connect()
@@ -262,13 +300,14 @@ class SQLiteSink(SQLReads):
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"cannot read the SQLite store: {exc}") from exc
 
-    async def _outbox(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def _outbox(self, work: Callable[[sqlite3.Connection], T], durable: bool = False) -> T:
         if self._outbox_thread is None:
             self._outbox_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-outbox")
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._outbox_thread, self._transaction, work)
+            return await asyncio.get_running_loop().run_in_executor(
+                self._outbox_thread, self._transaction, work, durable)
         except sqlite3.Error as exc:
-            raise SinkUnavailable(f"the SQLite outbox cannot be written: {exc}") from exc
+            raise SinkUnavailable(f"the SQLite store cannot be written: {exc}") from exc
 
     # --- reads: SQLReads runs its queries through this ------------------------------------------
 

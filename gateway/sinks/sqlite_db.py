@@ -93,6 +93,26 @@ MIGRATIONS: list[list[str]] = [
         "DROP INDEX deliveries_by_message",
         "CREATE INDEX deliveries_by_time ON deliveries (created_at)",
     ],
+    [  # 4: genuine callbacks of kinds no parser reads yet, and the parts of messages that come in parts
+        """CREATE TABLE unread (
+            id TEXT PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            received_at TEXT NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX unread_by_time ON unread (received_at)",
+        """CREATE TABLE message_parts (
+            endpoint TEXT NOT NULL,
+            grp TEXT NOT NULL,
+            number INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            received_at TEXT NOT NULL,
+            body TEXT NOT NULL,
+            PRIMARY KEY (endpoint, grp, number)
+        )""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"

@@ -26,7 +26,7 @@ from gateway.forward.outbox import Outbox, delivery_id
 from gateway.forward.payload import with_current
 from gateway.forward.settings import Subscription
 from gateway.forward.signing import headers
-from gateway.model import Status, StatusEvent
+from gateway.model import Fragment, Status, StatusEvent, Unread
 from gateway.sinks import Store
 from gateway.sinks.base import Attempt, current_json
 from gateway.sinks.base import Outbox as OutboxStore
@@ -120,7 +120,7 @@ async def test_data_current_is_the_status_the_write_left_and_the_request_verifie
     assert standardwebhooks.Webhook(SECRET).verify(body, sent_headers)["data"]["id"] == late_sent.id
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     conn = sqlite_db.connect(str(path))
@@ -146,9 +146,10 @@ async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, ve
         assert len(await deliveries(store)) == 2 + (version == 2)  # all and finals, and the old one
         listed = await store.deliveries(message_id="SM1")
         assert sorted(d["event_id"] for d in listed) == sorted(row[2] for row in await deliveries(store))
+        assert await store.keep_part("sms", Fragment("g", 1, 1, {"text": "x"}, old.received_at)) is not None  # v4
     finally:
         await store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 3
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 4
 
 
 async def test_a_postgres_store_of_the_previous_schema_upgrades_in_place(postgres_dsn: str) -> None:
@@ -165,6 +166,7 @@ async def test_a_postgres_store_of_the_previous_schema_upgrades_in_place(postgre
     try:
         assert await store.write(event(Status.DELIVERED, 2)) is True
         assert len(await deliveries(store)) == 2
+        assert await store.keep_unread("v", "vonage", Unread("new", {"a": 1}), "2026-01-01T00:00:00.000000Z")
     finally:
         await store.close()
 

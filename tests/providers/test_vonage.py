@@ -13,7 +13,7 @@ import pytest
 from vonage_jwt import verify_signature
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
-from gateway.model import Status
+from gateway.model import Media, Status, StatusEvent, Unread
 from providers.base import Inbound
 from providers.vonage import STATUSES, Vonage, VonageSettings
 from tests.conftest import NOW as TEST_NOW
@@ -199,9 +199,9 @@ def test_old_object_addresses_are_flattened() -> None:
     assert event is not None and event.to == "447700900000"
 
 
-@pytest.mark.parametrize("payload", [{"status": "delivered"}, {"message_uuid": "x"},
+@pytest.mark.parametrize("payload", [{"status": "delivered"}, {"message_uuid": "x", "status": ""},
                                      {"message_uuid": 7, "status": "delivered"}],
-                         ids=["no-uuid", "no-status", "number-uuid"])
+                         ids=["no-uuid", "empty-status", "number-uuid"])
 def test_missing_ids_are_malformed(payload: dict[str, Any]) -> None:
     request = signed(payload)
     with pytest.raises(Malformed):
@@ -221,3 +221,110 @@ class TestVonageContract(ProviderContract):
     def signed(self, word: str, message_id: str, secret: str | None = None) -> Request:
         headers, body = vonage_request(vonage_payload(word, uuid_=message_id), secret=secret or VONAGE_SECRET)
         return Request("POST", CONTRACT_URL, headers, body)
+
+
+# --- inbound messages (PROVIDERS-INBOUND.md §2; shapes of the vendor's .NET and Java SDK fixtures) ----
+
+INBOUND_SMS = {
+    "channel": "sms", "message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "to": "447700900000",
+    "from": "447700900001", "timestamp": "2025-02-03T12:14:25Z", "message_type": "text", "text": "Hello, world!",
+    "sms": {"num_messages": "2", "total_count": "2", "keyword": "HELLO"}, "usage": {"currency": "EUR", "price": "0.0333"},
+    "origin": {"network_code": "12345"},
+}
+WHATSAPP = {"channel": "whatsapp", "message_uuid": "52afe398-e31a-4362-8c42-beb0c3b1d098", "to": "447700900000",
+            "from": "447700900001", "timestamp": "2020-01-01T14:00:00.000Z", "profile": {"name": "Jane Smith"},
+            "context_status": "none"}
+
+
+def parsed(payload: dict[str, Any] | bytes) -> StatusEvent | Unread:
+    request = signed(payload)
+    result = adapter().parse(adapter().verify(request), request)
+    assert isinstance(result, StatusEvent | Unread)
+    return result
+
+
+def test_the_researched_inbound_vector_verifies_and_becomes_an_inbound_event() -> None:
+    """PROVIDERS-INBOUND.md §2.5: the raw body's SHA-256 is the token's payload_hash."""
+    body = (b'{"channel":"sms","message_uuid":"aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab","to":"447700900000",'
+            b'"from":"447700900001","timestamp":"2025-02-03T12:14:25Z","text":"Hello From Vonage!",'
+            b'"sms":{"num_messages":"1"},"usage":{"currency":"EUR","price":"0.0057"},"message_type":"text"}')
+    assert hashlib.sha256(body).hexdigest() == "9da091d985ed92e67adca2ca17c8bcd6562316ba279bed8d54cf6dc2edd65ec1"
+    event = parsed(body)
+    assert isinstance(event, StatusEvent)
+    assert (event.status, event.direction, event.text, event.final) == (Status.RECEIVED, "inbound",
+                                                                        "Hello From Vonage!", True)
+    assert (event.message_id, event.to, event.sender, event.channel) == (
+        "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "447700900000", "447700900001", "sms")
+    assert event.occurred_at == "2025-02-03T12:14:25.000000Z" and event.raw["usage"]["price"] == "0.0057"
+
+
+def test_a_tampered_inbound_message_is_refused_like_a_status() -> None:
+    headers, body = vonage_request(INBOUND_SMS)
+    request = inbound(headers, body.replace(b"Hello, world!", b"Hello, WORLD!"))
+    with pytest.raises(InvalidToken, match="payload_hash"):
+        adapter().verify(request)
+
+
+@pytest.mark.parametrize(("payload", "text", "media"), [
+    (INBOUND_SMS, "Hello, world!", []),
+    ({**INBOUND_SMS, "channel": "mms", "message_type": "image",
+      "image": {"url": "https://example.com/image.jpg", "name": "image.jpg"}}, None,
+     [Media("https://example.com/image.jpg", "image/jpeg")]),
+    ({**INBOUND_SMS, "channel": "mms", "message_type": "vcard",
+      "vcard": {"url": "https://example.com/contact.vcf", "name": "contact.vcf"}}, None,
+     [Media("https://example.com/contact.vcf", "text/x-vcard")]),
+    ({**INBOUND_SMS, "channel": "mms", "message_type": "content", "content": [
+        {"type": "image", "url": "https://api-us.nexmo.com/v3/media/1111", "caption": "a"},
+        {"type": "video", "url": "https://example.com/clip.mp4"}]}, None,
+     [Media("https://api-us.nexmo.com/v3/media/1111", None), Media("https://example.com/clip.mp4", "video/mp4")]),
+    ({**WHATSAPP, "message_type": "text", "text": "Hi <there> & bye"}, "Hi <there> & bye", []),
+    ({**WHATSAPP, "message_type": "image",
+      "image": {"url": "https://example.com/photo.png", "caption": "my receipt"}}, "my receipt",
+     [Media("https://example.com/photo.png", "image/png")]),
+    ({**WHATSAPP, "message_type": "reply", "reply": {"id": "row1", "title": "Yes please"}}, "Yes please", []),
+    ({**WHATSAPP, "channel": "messenger", "to": "0123456789", "from": "9876543210", "message_type": "file",
+      "file": {"url": "https://example.com/file.pdf"}}, None, [Media("https://example.com/file.pdf", "application/pdf")]),
+], ids=["sms", "mms-image", "mms-vcard", "mms-content", "whatsapp-text", "whatsapp-image-caption",
+        "whatsapp-reply", "messenger-file"])
+def test_inbound_shapes_become_inbound_events(payload: dict[str, Any], text: str | None, media: list[Media]) -> None:
+    event = parsed(payload)
+    assert isinstance(event, StatusEvent)
+    assert (event.status, event.direction, event.provider_status) == (Status.RECEIVED, "inbound", "received")
+    assert (event.text, list(event.media), event.channel) == (text, media, payload["channel"])
+    assert event.raw == payload  # WhatsApp's profile, usage, origin …: all kept
+
+
+def test_the_older_nested_inbound_shape_and_viber_service_are_read() -> None:
+    event = parsed({"message_uuid": "aaaaaaaa-bbbb-4ccc-8ddd-0123456789ab", "timestamp": "2020-01-01T14:00:00.000Z",
+                    "to": {"type": "viber_service", "id": "447700900000"}, "from": {"type": "viber_service",
+                                                                                     "id": "447700900001"},
+                    "message": {"content": {"type": "text", "text": "old shape"}}})
+    assert isinstance(event, StatusEvent)
+    assert (event.text, event.channel, event.to, event.sender) == ("old shape", "viber", "447700900000",
+                                                                    "447700900001")
+    status = parsed({**vonage_payload("delivered"), "channel": "viber_service"})
+    assert isinstance(status, StatusEvent) and status.channel == "viber"
+
+
+@pytest.mark.parametrize(("payload", "kind"), [
+    ({**WHATSAPP, "message_type": "location", "location": {"lat": 40.3, "long": -74.1}}, "message_type location"),
+    ({**WHATSAPP, "message_type": "unsupported"}, "message_type unsupported"),
+    ({**INBOUND_SMS, "channel": "instagram"}, "channel instagram"),
+    ({**INBOUND_SMS, "message_type": "image", "image": {"name": "no-url.jpg"}}, "shape not read yet"),
+    ({k: v for k, v in INBOUND_SMS.items() if k != "message_uuid"}, "without message_uuid"),
+    ({"message_uuid": "x", "to": "447700900000", "timestamp": "2025-02-03T12:14:25Z"}, "neither status nor"),
+], ids=["location", "unsupported", "new-channel", "image-without-url", "no-uuid", "new-kind"])
+def test_genuine_callbacks_of_kinds_not_read_are_unread_not_refused(payload: dict[str, Any], kind: str) -> None:
+    unread = parsed(payload)
+    assert isinstance(unread, Unread)
+    assert kind in unread.kind and unread.fields == payload
+
+
+def test_sample_of_received_is_an_inbound_message_that_verifies() -> None:
+    request = Vonage.sample_request(url=URL, signature_secret=VONAGE_SECRET, message_id="m-1", status="received",
+                                    api_key="abcd1234", now=NOW)
+    event = adapter().parse(adapter().verify(inbound(request.headers, request.body)), inbound(request.headers,
+                                                                                              request.body))
+    assert isinstance(event, StatusEvent)
+    assert (event.direction, event.message_id, event.sender) == ("inbound", "m-1", "447700900000")
+    assert event.text

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from vonage_http_client import Auth
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Status
+from gateway.model import Fragment, Status, StatusEvent, Unread
 from providers.base import Inbound
 from providers.vonage_sms import VonageSMS, VonageSMSSettings
 from tests.conftest import vectors
@@ -190,12 +190,96 @@ def test_the_same_receipt_resent_with_a_new_nonce_and_timestamp_has_the_same_id(
     assert len(ids) == 1
 
 
-def test_an_inbound_sms_on_the_receipt_url_is_not_a_status() -> None:
+INBOUND = {"msisdn": "447700900001", "to": "447700900000", "messageId": "0B00000042AC53BD", "text": "hello",
+           "type": "text", "keyword": "HELLO", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598",
+           "api-key": "abcd1234"}
+
+
+def part(number: int, text: str, total: int = 3, ref: str = "1") -> dict[str, str]:
+    return {**INBOUND, "messageId": f"0B0000004200000{number}", "text": text, "concat": "true", "concat-ref": ref,
+            "concat-total": str(total), "concat-part": str(number)}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS, ids=["get", "form", "json"])
+def test_an_inbound_sms_becomes_an_inbound_event_in_every_transport(transport: Any) -> None:
     gateway = adapter()
-    fields = {"msisdn": "447700900000", "to": "447700900001", "messageId": "0B00000042AC53BD", "text": "hello",
-              "type": "text", "keyword": "HELLO", "message-timestamp": "2026-11-24 09:29:58", "timestamp": "1795512598"}
-    request = as_get(sdk_signed(fields))
-    assert gateway.parse(gateway.verify(request), request) is None
+    request = transport(sdk_signed(INBOUND))
+    event = gateway.parse(gateway.verify(request), request)
+    assert isinstance(event, StatusEvent)
+    assert (event.status, event.direction, event.text, event.channel) == (Status.RECEIVED, "inbound", "hello", "sms")
+    # Inbound, `to` is the number that received it and msisdn the handset that sent it.
+    assert (event.message_id, event.to, event.sender, event.account) == (
+        "0B00000042AC53BD", "447700900000", "447700900001", "abcd1234")
+    assert event.occurred_at == "2026-11-24T09:29:58.000000Z" and event.raw == INBOUND
+
+
+def test_the_researched_part_vector_verifies_and_a_changed_part_number_does_not() -> None:
+    """PROVIDERS-INBOUND.md §3.3: the concat fields are signed like the rest."""
+    fields = {"api-key": "abcd1234", "msisdn": "447700900001", "to": "447700900000", "messageId": "0A0000000123ABCD1",
+              "text": "Part two & = of the text", "type": "text", "keyword": "PART",
+              "message-timestamp": "2020-01-01 12:00:00", "timestamp": "1577880000",
+              "nonce": "aaaaaaaa-bbbb-cccc-dddd-0123456789ab", "concat": "true", "concat-ref": "1",
+              "concat-total": "3", "concat-part": "2"}
+    secret = "my_secret_key_for_testing"
+    for method, sig in (("md5hash", "298abd3b8a409157c907717ba96ad2b7"),
+                        ("sha256", "6804650AB8B3ABED9AED62F10D1D1BE51F64F85F8FBD95D5B005BD1BB08085C3")):
+        gateway = adapter(method, secret)
+        request = as_form({**fields, "sig": sig})
+        fragment = gateway.parse(gateway.verify(request), request)
+        assert isinstance(fragment, Fragment)
+        assert (fragment.number, fragment.total) == (2, 3)
+        with pytest.raises(InvalidSignature):
+            gateway.verify(as_form({**fields, "concat-part": "3", "sig": sig}))
+
+
+def test_parts_join_in_part_order_whatever_order_they_came_in() -> None:
+    gateway = adapter()
+    fragments = []
+    for number, text in ((3, "end."), (1, "This is "), (2, "the middle, ")):
+        request = as_json(sdk_signed(part(number, text)))
+        fragment = gateway.parse(gateway.verify(request), request)
+        assert isinstance(fragment, Fragment)
+        fragments.append(fragment)
+    assert len({f.group for f in fragments}) == 1
+    other = gateway.parse(gateway.verify(as_json(sdk_signed(part(1, "x", ref="2")))), as_json(part(1, "x")))
+    assert isinstance(other, Fragment) and other.group != fragments[0].group  # another message's parts
+    event = gateway.join(sorted(fragments, key=lambda f: f.number))
+    assert (event.text, event.message_id, event.direction) == ("This is the middle, end.", "0B00000042000001", "inbound")
+    assert [p["concat-part"] for p in event.raw["parts"]] == ["1", "2", "3"]
+
+
+@pytest.mark.parametrize("fields", [part(4, "x"), part(0, "x"), {**part(1, "x"), "concat-total": "many"},
+                                    {**part(1, "x"), "concat-ref": ""}],
+                         ids=["beyond-total", "zero", "bad-total", "no-ref"])
+def test_a_part_without_a_place_is_malformed(fields: dict[str, str]) -> None:
+    gateway = adapter()
+    request = as_json(sdk_signed(fields))
+    with pytest.raises(Malformed, match="concat"):
+        gateway.parse(gateway.verify(request), request)
+
+
+def test_a_binary_sms_keeps_its_data_and_has_no_text() -> None:
+    fields = {k: v for k, v in INBOUND.items() if k != "text"} | {"type": "binary", "data": "0a0b", "udh": "050003"}
+    gateway = adapter()
+    request = as_json(sdk_signed(fields))
+    event = gateway.parse(gateway.verify(request), request)
+    assert isinstance(event, StatusEvent) and event.text is None and event.raw["data"] == "0a0b"
+
+
+def test_a_genuine_webhook_that_is_neither_is_unread() -> None:
+    fields = {"msisdn": "447700900001", "to": "447700900000", "something": "new", "timestamp": "1795512598"}
+    gateway = adapter()
+    request = as_json(sdk_signed(fields))
+    unread = gateway.parse(gateway.verify(request), request)
+    assert isinstance(unread, Unread) and unread.fields == fields
+
+
+def test_sample_of_received_is_a_signed_inbound_sms() -> None:
+    request = VonageSMS.sample_request(url=URL, signature_secret=SECRET, signature_method="sha256", message_id="M1",
+                                       status="received", api_key="abcd1234", now=NOW)
+    inbound = as_json(orjson.loads(request.body))
+    event = adapter().parse(adapter().verify(inbound), inbound)
+    assert isinstance(event, StatusEvent) and (event.direction, event.message_id) == ("inbound", "M1")
 
 
 def test_a_receipt_without_message_id_is_malformed() -> None:

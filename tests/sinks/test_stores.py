@@ -16,7 +16,7 @@ import pytest
 import asyncpg
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Status, StatusEvent
+from gateway.model import Fragment, Status, StatusEvent, Unread
 from gateway.sinks import Store
 from gateway.sinks.base import Rows
 from gateway.sinks import postgres as postgres_module
@@ -264,3 +264,50 @@ async def test_an_event_whose_parts_rows_fail_is_not_stored_either(open_with_par
             await store.write(SENT)
         assert await count(store, "SELECT count(*) FROM events") == 0
         assert await store.current("twilio", "SM1") is None
+
+
+# --- kept callbacks: unread kinds and parts of a message --------------------------------------------
+
+def fragment(number: int, total: int = 3, group: str = "k\x1f447700900001\x1f1") -> Fragment:
+    return Fragment(group, number, total, {"concat-part": str(number), "text": f"part {number}"},
+                    f"2026-01-01T00:02:{number:02d}.000000Z")
+
+
+async def test_parts_are_complete_only_with_every_number_and_a_retry_adds_nothing(store: Store) -> None:
+    assert await store.keep_part("sms", fragment(3)) is None
+    assert await store.keep_part("sms", fragment(1)) is None
+    assert await store.keep_part("sms", fragment(1)) is None  # the provider's retry of a kept part
+    assert await store.keep_part("other-endpoint", fragment(2)) is None  # another endpoint's group
+    parts = await store.keep_part("sms", fragment(2))
+    assert parts is not None and [(p.number, p.fields["text"]) for p in parts] == [(1, "part 1"), (2, "part 2"),
+                                                                                     (3, "part 3")]
+    assert [p.received_at for p in parts] == [fragment(n).received_at for n in (1, 2, 3)]
+    again = await store.keep_part("sms", fragment(3))  # a late retry: the same parts, so the same event
+    assert again == parts
+
+
+async def test_parts_kept_at_once_complete_the_group_exactly_once(store: Store, tmp_path: Path) -> None:
+    """Two processes (SQLite workers, PostgreSQL replicas) each keeping parts of one message at once."""
+    other: Store = (SQLiteSink(store.path, busy_timeout_ms=2000) if isinstance(store, SQLiteSink)
+                    else PostgresSink(store._dsn, pool_size=4))
+    await other.open()
+    try:
+        for round_ in range(5):
+            group = f"round-{round_}"
+            results = await asyncio.gather(*(
+                (store if number % 2 else other).keep_part("sms", fragment(number, total=8, group=group))
+                for number in range(1, 9)))
+            assert sum(result is not None for result in results) == 1
+    finally:
+        await other.close()
+
+
+async def test_an_unread_callback_is_kept_once_and_listed(store: Store) -> None:
+    unread = Unread("a Vonage inbound message of message_type location", {"message_uuid": "u1", "location": {"lat": 1}})
+    assert await store.keep_unread("vonage-main", "vonage", unread, "2026-01-01T00:03:00.000000Z") is True
+    assert await store.keep_unread("vonage-main", "vonage", unread, "2026-01-01T00:03:09.000000Z") is False
+    assert await store.keep_unread("vonage-other", "vonage", unread, "2026-01-01T00:03:10.000000Z") is True
+    listed = await store.unread(endpoint="vonage-main")
+    assert [(u["kind"], u["fields"], u["received_at"]) for u in listed] == [
+        (unread.kind, unread.fields, "2026-01-01T00:03:00.000000Z")]
+    assert len(await store.unread()) == 2
