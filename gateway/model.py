@@ -204,10 +204,14 @@ class Fragment:
     """One part of a message the provider sends in parts (the SMS API's concatenated inbound SMS).
 
     The store keeps each part as it comes (the part is acknowledged once it is durable); when it
-    holds all `total` of a group, the adapter's join() makes the one event.
+    holds all `total` of a group, the adapter's join() makes the one event, and once that is
+    stored the store forgets the group but remembers its parts' ids, so that a late retry of a
+    part is known, and a later message that reuses the group (an SMS's concat-ref is one byte)
+    starts afresh.
     """
 
     group: str  # the same for every part of one message, on this endpoint
+    id: str  # the part's own id (the SMS API's messageId): a retry of the part has the same
     number: int  # 1 for the first part
     total: int
     fields: dict[str, Any]

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -83,9 +84,11 @@ class CallbackRoute:
             fields = self.provider.verify(inbound)
             self._last_verified.set(inbound.received_at.timestamp())
             parsed = self.provider.parse(fields, inbound)
+            parts: list[Fragment] | None = None
             if isinstance(parsed, Fragment):
-                parsed = await self.join(parsed)
-                outcome = "part" if parsed is None else outcome
+                parts = await self.parts(parsed)
+                outcome = "part" if parts is None else outcome if parts else "duplicate"
+                parsed = self.provider.join(parts) if parts else None
             if isinstance(parsed, Unread):
                 outcome = "unread"
                 await self.keep(parsed, inbound)
@@ -97,6 +100,8 @@ class CallbackRoute:
                     outcome = "duplicate"
                 elif self._stored is not None:
                     self._stored()
+                if parts and self._store is not None:  # the message is stored: its parts may go
+                    await self._store.forget_parts(self.endpoint, parts)
                 # A retry gets the same answer: the provider did not get the first one.
                 answer = self.provider.answer(event, inbound)
                 if answer is not None:
@@ -126,13 +131,13 @@ class CallbackRoute:
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": status,
             }})
 
-    async def join(self, part: Fragment) -> StatusEvent | None:
-        """The message once the store holds all its parts (this one kept durably first, so it may
-        be acknowledged); None until then. Without a store each part is an event of its own."""
+    async def parts(self, part: Fragment) -> list[Fragment] | None:
+        """Every part of the message once the store holds them all (this one kept durably first,
+        so it may be acknowledged); None until then; [] if the message is stored already (a late
+        retry of a part). Without a store each part is a message of its own."""
         if self._store is None:
-            return self.provider.join([Fragment(part.group, 1, 1, part.fields, part.received_at)])
-        parts = await self._store.keep_part(self.endpoint, part)
-        return self.provider.join(parts) if parts else None
+            return [replace(part, number=1, total=1)]
+        return await self._store.keep_part(self.endpoint, self.provider.name, part)
 
     async def keep(self, unread: Unread, inbound: Inbound) -> None:
         """Keep a genuine callback no parser reads: in the store, else (no store configured) in the

@@ -154,15 +154,18 @@ class VonageSMS:
         `to`, `concat-ref`) and each has its own messageId; the joined message takes the first's."""
         if not isinstance(fields.get("messageId"), str) or not fields["messageId"]:
             return Unread("a Vonage inbound SMS without messageId", dict(fields))
-        if text_of(fields.get("concat")) != "true":
+        if fields.get("concat") not in ("true", True):  # strings on the wire; a JSON true read the same
             return self._message([dict(fields)], utc_iso(inbound.received_at))
         number, total = text_of(fields.get("concat-part")) or "", text_of(fields.get("concat-total")) or ""
         ref = text_of(fields.get("concat-ref"))
         if not (number.isdigit() and total.isdigit() and ref and 1 <= int(number) <= int(total) <= MAX_PARTS):
-            raise Malformed("a part of an inbound SMS needs concat-ref, and 1 <= concat-part <= concat-total <= 255")
+            # Genuine, but with no place among its parts: kept whole rather than refused (never retried).
+            return Unread("a part of a Vonage inbound SMS without concat-ref, or with concat-part outside "
+                          "1..concat-total (at most 255)", dict(fields))
         group = "\x1f".join((text_of(fields.get("api-key")) or "", text_of(fields.get("msisdn")) or "",
                              text_of(fields.get("to")) or "", ref, total))
-        return Fragment(group, int(number), int(total), dict(fields), utc_iso(inbound.received_at))
+        return Fragment(group=group, id=fields["messageId"], number=int(number), total=int(total), fields=dict(fields),
+                        received_at=utc_iso(inbound.received_at))
 
     def join(self, parts: Sequence[Fragment]) -> StatusEvent:
         """The message from all its parts: their texts in part order, received when the last came."""

@@ -203,10 +203,20 @@ class Store(Sink, Protocol):
         this endpoint already kept the same one (a retry)."""
         ...
 
-    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+    async def keep_part(self, endpoint: str, provider: str, part: Fragment) -> list[Fragment] | None:
         """Keep one part durably (once: a retry adds nothing); every part of its group, in order,
-        once all are kept, else None. Parts of one group kept at once (replicas, workers) are
-        taken one after the other, so exactly the last of them sees the group complete."""
+        once all are kept, else None; [] if its message was stored and forgotten already.
+
+        Parts of one group kept at once (replicas, workers) are taken one after the other, so
+        exactly the last of them sees the group complete. A part whose place in its group holds
+        another part (a new message reusing the group before the old one completed) moves the
+        old parts to the unread callbacks, whole, and starts the group afresh.
+        """
+        ...
+
+    async def forget_parts(self, endpoint: str, parts: Sequence[Fragment]) -> None:
+        """The message of these parts is stored: drop them, and remember their ids, so that a
+        late retry of one is known (keep_part answers []) and the group can be reused."""
         ...
 
     async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
-import orjson
 
 from gateway.errors import SinkUnavailable
 from gateway.model import Fragment, StatusEvent, Unread, utc_iso
@@ -28,13 +27,15 @@ from gateway.sinks.sql import (
     KeptSQL,
     OutboxSQL,
     SQLReads,
+    abandoned,
     complete,
     delivery_json,
     finish_params,
     first_occurrences,
-    unread_body,
-    unread_id,
+    part_params,
+    parts_of,
     unread_json,
+    unread_params,
 )
 
 T = TypeVar("T")
@@ -123,11 +124,14 @@ MIGRATIONS: list[list[str]] = [
             endpoint text NOT NULL,
             grp text NOT NULL,
             number integer NOT NULL,
+            part_id text NOT NULL,
             total integer NOT NULL,
             received_at text NOT NULL,
             body text NOT NULL,
             PRIMARY KEY (endpoint, grp, number)
         )""",
+        # The parts of messages already stored: a late retry of one is known, not a new message.
+        "CREATE TABLE joined_parts (endpoint text NOT NULL, part_id text NOT NULL, PRIMARY KEY (endpoint, part_id))",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -324,22 +328,41 @@ class PostgresSink(SQLReads):
 
     async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:
         async def work(conn: Connection) -> bool:
-            status = await conn.execute(KEPT.keep_unread, unread_id(endpoint, unread), endpoint, provider,
-                                        unread.kind, received_at, unread_body(unread))
+            status = await conn.execute(KEPT.keep_unread, *unread_params(endpoint, provider, unread, received_at))
             return bool(status == "INSERT 0 1")
 
         return await self._outbox(work)
 
-    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+    async def keep_part(self, endpoint: str, provider: str, part: Fragment) -> list[Fragment] | None:
         async def work(conn: Connection) -> list[Fragment] | None:
             # Replicas keeping parts of one group at once take turns, so the last one sees them all.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               f"{endpoint}\x1f{part.group}")
-            await conn.execute(KEPT.keep_part, endpoint, part.group, part.number, part.total, part.received_at,
-                               orjson.dumps(part.fields).decode())
+            await self._lock_group(conn, endpoint, part.group)
+            place = await conn.fetchrow(KEPT.place, endpoint, part.id, part.group, part.number)
+            known, holder = tuple(place) if place is not None else (0, None)
+            if known:
+                return []
+            if holder is not None and holder != part.id:
+                old = parts_of(part, [tuple(r) for r in await conn.fetch(KEPT.parts, endpoint, part.group)])
+                unread = abandoned(old)
+                await conn.execute(KEPT.keep_unread, *unread_params(endpoint, provider, unread, part.received_at))
+                await conn.executemany(KEPT.remember, [(endpoint, p.id) for p in old])
+                await conn.execute(KEPT.drop_group, endpoint, part.group)
+            await conn.execute(KEPT.keep_part, *part_params(endpoint, part))
             return complete(part, [tuple(record) for record in await conn.fetch(KEPT.parts, endpoint, part.group)])
 
         return await self._outbox(work)
+
+    async def forget_parts(self, endpoint: str, parts: Sequence[Fragment]) -> None:
+        async def work(conn: Connection) -> None:
+            await self._lock_group(conn, endpoint, parts[0].group)
+            await conn.executemany(KEPT.remember, [(endpoint, part.id) for part in parts])
+            await conn.executemany(KEPT.forget, [(endpoint, part.group, part.number, part.id) for part in parts])
+
+        await self._outbox(work)
+
+    @staticmethod
+    async def _lock_group(conn: Connection, endpoint: str, group: str) -> None:
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"{endpoint}\x1f{group}")
 
     async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, params = KEPT.listing(endpoint, limit)

@@ -157,10 +157,18 @@ class KeptSQL:
         m = mark
         self.keep_unread = ("INSERT INTO unread (id, endpoint, provider, kind, received_at, body)"
                             f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6) ON CONFLICT (id) DO NOTHING")
-        self.keep_part = ("INSERT INTO message_parts (endpoint, grp, number, total, received_at, body)"
-                          f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6) ON CONFLICT DO NOTHING")
-        self.parts = (f"SELECT number, total, received_at, body FROM message_parts WHERE endpoint = {m}1"
+        # Where a part stands: its message stored already (1), and which part holds its place.
+        self.place = (f"SELECT (SELECT count(*) FROM joined_parts WHERE endpoint = {m}1 AND part_id = {m}2),"
+                      f" (SELECT part_id FROM message_parts WHERE endpoint = {m}1 AND grp = {m}3 AND number = {m}4)")
+        self.keep_part = ("INSERT INTO message_parts (endpoint, grp, number, part_id, total, received_at, body)"
+                          f" VALUES ({m}1, {m}2, {m}3, {m}4, {m}5, {m}6, {m}7) ON CONFLICT DO NOTHING")
+        self.parts = (f"SELECT number, total, received_at, body, part_id FROM message_parts WHERE endpoint = {m}1"
                       f" AND grp = {m}2 ORDER BY number")
+        self.drop_group = f"DELETE FROM message_parts WHERE endpoint = {m}1 AND grp = {m}2"
+        # Only these parts: a new message may already have taken the group (keep_part moved these aside).
+        self.forget = (f"DELETE FROM message_parts WHERE endpoint = {m}1 AND grp = {m}2 AND number = {m}3"
+                       f" AND part_id = {m}4")
+        self.remember = f"INSERT INTO joined_parts (endpoint, part_id) VALUES ({m}1, {m}2) ON CONFLICT DO NOTHING"
         self.mark = m
 
     def listing(self, endpoint: str | None, limit: int) -> tuple[str, list[Any]]:
@@ -169,13 +177,12 @@ class KeptSQL:
                 f" ORDER BY received_at DESC, id LIMIT {self.mark}{len(params) + 1}", [*params, limit])
 
 
-def unread_id(endpoint: str, unread: Unread) -> str:
-    """The same callback on the same endpoint (a provider's retry) is kept once."""
-    return hashlib.sha256(endpoint.encode() + b"\x1f" + unread_body(unread).encode()).hexdigest()[:32]
-
-
-def unread_body(unread: Unread) -> str:
-    return orjson.dumps(unread.fields, option=orjson.OPT_SORT_KEYS).decode()
+def unread_params(endpoint: str, provider: str, unread: Unread, received_at: str) -> tuple[str, ...]:
+    """KeptSQL.keep_unread's parameters. The id is the endpoint and the body: the same callback
+    on the same endpoint (a provider's retry) is kept once."""
+    body = orjson.dumps(unread.fields, option=orjson.OPT_SORT_KEYS).decode()
+    key = hashlib.sha256(endpoint.encode() + b"\x1f" + body.encode()).hexdigest()[:32]
+    return (key, endpoint, provider, unread.kind, received_at, body)
 
 
 def unread_json(row: Sequence[Any]) -> dict[str, Any]:
@@ -184,12 +191,29 @@ def unread_json(row: Sequence[Any]) -> dict[str, Any]:
             "fields": orjson.loads(body)}
 
 
+def part_params(endpoint: str, part: Fragment) -> tuple[Any, ...]:
+    fields = orjson.dumps(part.fields).decode()
+    return (endpoint, part.group, part.number, part.id, part.total, part.received_at, fields)
+
+
+def parts_of(part: Fragment, rows: Sequence[Sequence[Any]]) -> list[Fragment]:
+    """The group's parts as stored: (number, total, received_at, body, part_id) rows."""
+    return [Fragment(group=part.group, id=row[4], number=row[0], total=row[1], fields=orjson.loads(row[3]),
+                     received_at=row[2]) for row in rows]
+
+
 def complete(part: Fragment, rows: Sequence[Sequence[Any]]) -> list[Fragment] | None:
-    """All the parts of `part`'s group as stored (number, total, received_at, body), once each of
-    1..total is there; else None."""
+    """All the parts of `part`'s group, once each of 1..total is there; else None."""
     if [row[0] for row in rows] != list(range(1, part.total + 1)):
         return None
-    return [Fragment(part.group, row[0], row[1], orjson.loads(row[3]), row[2]) for row in rows]
+    return parts_of(part, rows)
+
+
+def abandoned(parts: Sequence[Fragment]) -> Unread:
+    """The parts of a message that never completed, whose group a new message now takes: kept
+    whole (and their ids remembered, so a late retry of one does not slip into the new message)."""
+    return Unread("parts of a message that did not complete before its group was reused",
+                  {"group": parts[0].group, "parts": [p.fields for p in parts]})
 
 
 # The events' provider names as SQL literals: with them the events' (provider, message_id, …) index

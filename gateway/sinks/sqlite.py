@@ -26,12 +26,14 @@ from gateway.sinks.sql import (
     KeptSQL,
     OutboxSQL,
     SQLReads,
+    abandoned,
     complete,
     delivery_json,
     finish_params,
-    unread_body,
-    unread_id,
+    part_params,
+    parts_of,
     unread_json,
+    unread_params,
 )
 from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
 
@@ -271,17 +273,31 @@ class SQLiteSink(SQLReads):
     # --- kept callbacks (Store protocol): unread kinds, parts of a message -----------------------
 
     async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:
-        params = (unread_id(endpoint, unread), endpoint, provider, unread.kind, received_at, unread_body(unread))
+        params = unread_params(endpoint, provider, unread, received_at)
         return await self._outbox(lambda conn: conn.execute(KEPT.keep_unread, params).rowcount == 1, durable=True)
 
-    async def keep_part(self, endpoint: str, part: Fragment) -> list[Fragment] | None:
+    async def keep_part(self, endpoint: str, provider: str, part: Fragment) -> list[Fragment] | None:
         def work(conn: sqlite3.Connection) -> list[Fragment] | None:
             # BEGIN IMMEDIATE holds the write lock: parts kept at once by two workers go one by one.
-            conn.execute(KEPT.keep_part, (endpoint, part.group, part.number, part.total, part.received_at,
-                                          orjson.dumps(part.fields).decode()))
+            known, holder = conn.execute(KEPT.place, (endpoint, part.id, part.group, part.number)).fetchone()
+            if known:
+                return []
+            if holder is not None and holder != part.id:
+                old = parts_of(part, conn.execute(KEPT.parts, (endpoint, part.group)).fetchall())
+                conn.execute(KEPT.keep_unread, unread_params(endpoint, provider, abandoned(old), part.received_at))
+                conn.executemany(KEPT.remember, [(endpoint, p.id) for p in old])
+                conn.execute(KEPT.drop_group, (endpoint, part.group))
+            conn.execute(KEPT.keep_part, part_params(endpoint, part))
             return complete(part, conn.execute(KEPT.parts, (endpoint, part.group)).fetchall())
 
         return await self._outbox(work, durable=True)
+
+    async def forget_parts(self, endpoint: str, parts: Sequence[Fragment]) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(KEPT.remember, [(endpoint, part.id) for part in parts])
+            conn.executemany(KEPT.forget, [(endpoint, part.group, part.number, part.id) for part in parts])
+
+        await self._outbox(work, durable=True)
 
     async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, params = KEPT.listing(endpoint, limit)

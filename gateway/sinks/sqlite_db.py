@@ -107,11 +107,14 @@ MIGRATIONS: list[list[str]] = [
             endpoint TEXT NOT NULL,
             grp TEXT NOT NULL,
             number INTEGER NOT NULL,
+            part_id TEXT NOT NULL,
             total INTEGER NOT NULL,
             received_at TEXT NOT NULL,
             body TEXT NOT NULL,
             PRIMARY KEY (endpoint, grp, number)
         )""",
+        # The parts of messages already stored: a late retry of one is known, not a new message.
+        "CREATE TABLE joined_parts (endpoint TEXT NOT NULL, part_id TEXT NOT NULL, PRIMARY KEY (endpoint, part_id))",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -146,7 +146,8 @@ async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, ve
         assert len(await deliveries(store)) == 2 + (version == 2)  # all and finals, and the old one
         listed = await store.deliveries(message_id="SM1")
         assert sorted(d["event_id"] for d in listed) == sorted(row[2] for row in await deliveries(store))
-        assert await store.keep_part("sms", Fragment("g", 1, 1, {"text": "x"}, old.received_at)) is not None  # v4
+        part = Fragment(group="g", id="p1", number=1, total=1, fields={"text": "x"}, received_at=old.received_at)
+        assert await store.keep_part("sms", "vonage", part) is not None  # schema 4
     finally:
         await store.close()
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 4

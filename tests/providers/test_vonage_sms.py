@@ -251,11 +251,18 @@ def test_parts_join_in_part_order_whatever_order_they_came_in() -> None:
 @pytest.mark.parametrize("fields", [part(4, "x"), part(0, "x"), {**part(1, "x"), "concat-total": "many"},
                                     {**part(1, "x"), "concat-ref": ""}],
                          ids=["beyond-total", "zero", "bad-total", "no-ref"])
-def test_a_part_without_a_place_is_malformed(fields: dict[str, str]) -> None:
+def test_a_part_without_a_place_is_kept_unread_not_refused(fields: dict[str, str]) -> None:
     gateway = adapter()
     request = as_json(sdk_signed(fields))
-    with pytest.raises(Malformed, match="concat"):
-        gateway.parse(gateway.verify(request), request)
+    unread = gateway.parse(gateway.verify(request), request)
+    assert isinstance(unread, Unread) and "concat" in unread.kind and unread.fields == fields
+
+
+def test_concat_as_a_json_true_is_a_part_too() -> None:
+    gateway = adapter()
+    request = as_json(sdk_signed({**part(2, "x"), "concat": True, "concat-part": 2, "concat-total": 3}))
+    fragment = gateway.parse(gateway.verify(request), request)
+    assert isinstance(fragment, Fragment) and (fragment.number, fragment.total, fragment.id) == (2, 3, "0B00000042000002")
 
 
 def test_a_binary_sms_keeps_its_data_and_has_no_text() -> None:

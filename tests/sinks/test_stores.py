@@ -268,22 +268,55 @@ async def test_an_event_whose_parts_rows_fail_is_not_stored_either(open_with_par
 
 # --- kept callbacks: unread kinds and parts of a message --------------------------------------------
 
-def fragment(number: int, total: int = 3, group: str = "k\x1f447700900001\x1f1") -> Fragment:
-    return Fragment(group, number, total, {"concat-part": str(number), "text": f"part {number}"},
-                    f"2026-01-01T00:02:{number:02d}.000000Z")
+def fragment(number: int, total: int = 3, group: str = "k\x1f447700900001\x1f1", message: str = "A") -> Fragment:
+    return Fragment(group=group, id=f"{message}{number}", number=number, total=total,
+                    fields={"concat-part": str(number), "text": f"{message} part {number}"},
+                    received_at=f"2026-01-01T00:02:{number:02d}.000000Z")
 
 
 async def test_parts_are_complete_only_with_every_number_and_a_retry_adds_nothing(store: Store) -> None:
-    assert await store.keep_part("sms", fragment(3)) is None
-    assert await store.keep_part("sms", fragment(1)) is None
-    assert await store.keep_part("sms", fragment(1)) is None  # the provider's retry of a kept part
-    assert await store.keep_part("other-endpoint", fragment(2)) is None  # another endpoint's group
-    parts = await store.keep_part("sms", fragment(2))
-    assert parts is not None and [(p.number, p.fields["text"]) for p in parts] == [(1, "part 1"), (2, "part 2"),
-                                                                                     (3, "part 3")]
+    assert await store.keep_part("sms", "vonage", fragment(3)) is None
+    assert await store.keep_part("sms", "vonage", fragment(1)) is None
+    assert await store.keep_part("sms", "vonage", fragment(1)) is None  # the provider's retry of a kept part
+    assert await store.keep_part("other-endpoint", "vonage", fragment(2)) is None  # another endpoint's group
+    parts = await store.keep_part("sms", "vonage", fragment(2))
+    assert parts is not None and [(p.number, p.id, p.fields["text"]) for p in parts] == [
+        (1, "A1", "A part 1"), (2, "A2", "A part 2"), (3, "A3", "A part 3")]
     assert [p.received_at for p in parts] == [fragment(n).received_at for n in (1, 2, 3)]
-    again = await store.keep_part("sms", fragment(3))  # a late retry: the same parts, so the same event
-    assert again == parts
+    # Until the message is stored and its parts forgotten (a crash may come between), a retry
+    # finds the same parts, and so makes the same event.
+    assert await store.keep_part("sms", "vonage", fragment(3)) == parts
+    await store.forget_parts("sms", parts)
+    assert await store.keep_part("sms", "vonage", fragment(2)) == []  # a late retry: its message is stored
+    # A later message that reuses the group (concat-ref is one byte) starts afresh.
+    again = [await store.keep_part("sms", "vonage", fragment(n, message="B")) for n in (2, 1, 3)]
+    assert again[:2] == [None, None] and again[2] is not None
+    assert [p.fields["text"] for p in again[2]] == ["B part 1", "B part 2", "B part 3"]
+    assert await store.unread() == []
+
+
+async def test_a_new_message_taking_an_unfinished_groups_place_keeps_the_old_parts_as_unread(store: Store) -> None:
+    assert await store.keep_part("sms", "vonage", fragment(1, message="A")) is None
+    assert await store.keep_part("sms", "vonage", fragment(3, message="A")) is None
+    assert await store.keep_part("sms", "vonage", fragment(1, message="B")) is None  # A never got its part 2
+    (kept,) = await store.unread()
+    assert (kept["endpoint"], kept["provider"]) == ("sms", "vonage")
+    assert [p["text"] for p in kept["fields"]["parts"]] == ["A part 1", "A part 3"]
+    # A late retry of one of A's parts is known: it does not slip into B's message.
+    assert await store.keep_part("sms", "vonage", fragment(3, message="A")) == []
+    assert await store.keep_part("sms", "vonage", fragment(2, message="B")) is None
+    done = await store.keep_part("sms", "vonage", fragment(3, message="B"))
+    assert done is not None and [p.id for p in done] == ["B1", "B2", "B3"]
+
+
+async def test_forgetting_a_stored_message_leaves_a_new_message_in_its_group_alone(store: Store) -> None:
+    a = [await store.keep_part("sms", "vonage", fragment(n, total=2, message="A")) for n in (1, 2)][1]
+    assert a is not None
+    # Before A's parts are forgotten, B takes the group: A's parts go aside (kept), B's first stays.
+    assert await store.keep_part("sms", "vonage", fragment(1, total=2, message="B")) is None
+    await store.forget_parts("sms", a)
+    b = await store.keep_part("sms", "vonage", fragment(2, total=2, message="B"))
+    assert b is not None and [p.id for p in b] == ["B1", "B2"]
 
 
 async def test_parts_kept_at_once_complete_the_group_exactly_once(store: Store, tmp_path: Path) -> None:
@@ -295,7 +328,7 @@ async def test_parts_kept_at_once_complete_the_group_exactly_once(store: Store, 
         for round_ in range(5):
             group = f"round-{round_}"
             results = await asyncio.gather(*(
-                (store if number % 2 else other).keep_part("sms", fragment(number, total=8, group=group))
+                (store if number % 2 else other).keep_part("sms", "vonage", fragment(number, total=8, group=group))
                 for number in range(1, 9)))
             assert sum(result is not None for result in results) == 1
     finally:
