@@ -20,7 +20,7 @@ from starlette.routing import Mount, Route
 
 from gateway.clock import Clock
 from gateway.errors import Malformed, NotFound, Unauthorized
-from gateway.model import Status, utc_iso
+from gateway.model import CATEGORIES, Status, utc_iso
 from gateway.sinks import Store
 from gateway.sinks.base import DELIVERY_STATES, Outbox
 from gateway.webhook import Receive, Scope, Send
@@ -85,6 +85,9 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
     direction = query.get("direction") or None
     if direction not in (None, "inbound", "outbound"):
         raise Malformed("direction must be inbound or outbound")
+    reason = query.get("reason") or None
+    if reason is not None and reason not in CATEGORIES:
+        raise Malformed(f"reason must be one of {', '.join(CATEGORIES)}")
     limit = parse_limit(query.get("limit"))
     events = await store.recent(
         provider=query.get("provider") or None,
@@ -92,6 +95,7 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
         since=parse_since(query.get("since")),
         limit=limit,
         direction=direction,
+        reason=reason,
     )
     return JSONResponse({"events": [event.to_json() for _, event in events]})
 

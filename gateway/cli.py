@@ -19,7 +19,7 @@ import orjson
 from gateway import devmode
 from gateway.config import Config, load_config, parse_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import Status, StatusEvent
+from gateway.model import CATEGORIES, Reason, Status, StatusEvent
 from gateway.simulate import SCENARIOS
 from providers import EVENT_PROVIDERS, PROVIDERS
 
@@ -193,7 +193,7 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
     config = _load(config_path, dev_secrets=True)
     try:
         target = sim.target(config, provider, endpoint_name, url)
-        steps = list(sim.plan(provider, scenario, status))
+        steps = list(sim.plan(provider, scenario, status, error_code))
     except ConfigError as exc:
         _fail(str(exc))
     first_id = message_id or sim.new_message_id(provider)
@@ -204,8 +204,8 @@ def simulate(config_path: str | None, provider: str, status: str | None, endpoin
         nonlocal failures
         current_id = first_id
         async with sim.Sender() as sender:
-            for word, times in steps:
-                request = sim.build(target, word, current_id, error_code)
+            for word, times, step_code in steps:
+                request = sim.build(target, word, current_id, step_code)
                 for _ in range(times):
                     try:
                         code, text = await sender.send(request)
@@ -240,8 +240,15 @@ async def _store(config: Config) -> AsyncIterator[Any]:
 
 def _event_line(event: StatusEvent) -> str:
     error = f" error={event.error_code}" if event.error_code else ""
+    reason = f" reason={event.reason.category}" if event.reason else ""
     return (f"{event.received_at}  {event.provider:<7} {event.endpoint:<14} {event.message_id}  "
-            f"{event.status.value:<12} ({event.provider_status}){error}{_text_of(event)}")
+            f"{event.status.value:<12} ({event.provider_status}){error}{reason}{_text_of(event)}")
+
+
+def _reason_line(reason: Reason) -> str:
+    """What a sender does with it: a permanent reason will fail the same way if sent again unchanged."""
+    lasting = "permanent: do not resend unchanged" if reason.permanent else "temporary: may succeed later"
+    return f"reason {reason.category} ({lasting}){': ' + reason.description if reason.description else ''}"
 
 
 def _text_of(event: StatusEvent, width: int = 60) -> str:
@@ -287,7 +294,10 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
         return
     final = "final" if current.final else "not final"
     click.echo(f"{name} {message_id}: {current.status.value} ({final}; provider said {current.provider_status!r})")
-    click.echo(f"updated {current.received_at}\n")
+    click.echo(f"updated {current.received_at}")
+    if current.reason is not None:
+        click.echo(_reason_line(current.reason))
+    click.echo()
     click.echo(f"{'#':>3}  {'received_at':<27} {'status':<12} {'provider_status':<15} {'error':<6} occurred_at")
     for index, event in enumerate(events, 1):
         mark = "*" if event.id == current.id else " "
@@ -302,16 +312,18 @@ def status(config_path: str | None, message_id: str, provider: str | None, as_js
 @click.option("--follow", "-f", is_flag=True, help="Keep printing new events as they are stored.")
 @click.option("--provider", type=click.Choice(EVENT_PROVIDERS))
 @click.option("--status", "status_filter", type=click.Choice([s.value for s in Status]))
+@click.option("--reason", type=click.Choice(CATEGORIES), help="Only failures of this reason category.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line.")
 @click.option("--url", help="With --follow: a running gateway's base URL; follows its /v1/stream (server.api_token).")
 def tail(config_path: str | None, count: int, follow: bool, provider: str | None,
-         status_filter: str | None, as_json: bool, url: str | None) -> None:
+         status_filter: str | None, reason: str | None, as_json: bool, url: str | None) -> None:
     """Print the newest normalized events, oldest of them first."""
     config = _load(config_path, dev_secrets=True)
     wanted = Status(status_filter) if status_filter else None
 
     def show(event: StatusEvent) -> None:
-        if (provider is None or event.provider == provider) and (wanted is None or event.status is wanted):
+        if ((provider is None or event.provider == provider) and (wanted is None or event.status is wanted)
+                and (reason is None or (event.reason is not None and event.reason.category == reason))):
             click.echo(orjson.dumps(event.to_json()).decode() if as_json else _event_line(event))
 
     if url:
@@ -327,14 +339,15 @@ def tail(config_path: str | None, count: int, follow: bool, provider: str | None
 
     async def run() -> None:
         async with _store(config) as store:
-            rows = await store.recent(provider=provider, status=wanted, limit=count)
+            rows = await store.recent(provider=provider, status=wanted, limit=count, reason=reason)
             last = rows[0][0] if rows else 0
             for _, event in reversed(rows):
                 show(event)
             sys.stdout.flush()
             while follow:
                 await asyncio.sleep(0.5)  # polling the store: the gateway may be another process
-                rows = await store.recent(provider=provider, status=wanted, limit=1000, after_seq=last)
+                rows = await store.recent(provider=provider, status=wanted, limit=1000, after_seq=last,
+                                          reason=reason)
                 for seq, event in reversed(rows):
                     show(event)
                     last = max(last, seq)

@@ -26,6 +26,14 @@ UNKNOWN_STATUSES = Counter(
     "gateway_unknown_statuses_total", "Callbacks whose provider status word is not in the status table",
     ["provider", "provider_status"],
 )
+FAILURES = Counter(
+    "gateway_failures_total", "New failure events stored, by provider and reason category (README, Why it failed)",
+    ["provider", "category"],
+)
+UNMAPPED_CODES = Counter(
+    "gateway_unmapped_error_codes_total", "Failures whose error code is in no table of their provider (reason unknown)",
+    ["provider", "code"],
+)
 UNREAD = Counter(
     "gateway_unread_callbacks_total", "Genuine callbacks of a kind no parser reads yet, kept whole (GET /v1/unread)",
     ["provider", "endpoint"],

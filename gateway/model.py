@@ -37,6 +37,11 @@ class Status(StrEnum):
     def final(self) -> bool:
         return STATUS_TABLE[self][1]
 
+    @property
+    def failure(self) -> bool:
+        """The statuses that carry a `reason` (SPEC §9)."""
+        return self in FAILURES
+
 
 # (rank, final), as in docs/events.md#statuses. A higher rank wins; `read` may follow a final status.
 STATUS_TABLE: dict[Status, tuple[int, bool]] = {
@@ -56,6 +61,29 @@ STATUS_TABLE: dict[Status, tuple[int, bool]] = {
     Status.RECEIVED: (1, True),
     Status.UNKNOWN: (0, False),
 }
+
+
+FAILURES = frozenset({Status.UNDELIVERED, Status.FAILED, Status.REJECTED, Status.EXPIRED})
+
+# Why a message failed, in one vocabulary for every provider (README, Why it failed).
+CATEGORIES = ("invalid_number", "unreachable", "unroutable", "opted_out", "blocked", "spam_filtered",
+              "content_rejected", "sender_rejected", "account_problem", "rate_limited", "expired",
+              "provider_error", "unknown")
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """A failure's category, whether resending it unchanged to the same number fails the same way
+    (`permanent`), and the provider's description of its code."""
+
+    category: str
+    permanent: bool
+    description: str | None = None
+    # False: the provider's code is in no table (counted, so a new code shows): not serialized.
+    mapped: bool = field(default=True, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"category": self.category, "permanent": self.permanent, "description": self.description}
 
 
 def utc_iso(moment: datetime) -> str:
@@ -112,6 +140,7 @@ class StatusEvent:
     direction: str = "outbound"
     text: str | None = None
     media: tuple[Media, ...] = ()
+    reason: Reason | None = None  # on a failure status only (SPEC §9)
     id: str = ""
     _json: bytes = field(default=b"", init=False, compare=False, repr=False)  # dumps(), made once: every sink asks
 
@@ -152,6 +181,7 @@ class StatusEvent:
             "direction": self.direction,
             "text": self.text,
             "media": [{"url": m.url, "content_type": m.content_type} for m in self.media],
+            "reason": self.reason.to_json() if self.reason else None,
             "raw": self.raw,
         }
 
@@ -182,6 +212,9 @@ class StatusEvent:
             direction=data.get("direction") or "outbound",
             text=data.get("text"),
             media=tuple(Media(m["url"], m.get("content_type")) for m in data.get("media") or ()),
+            # Events stored before SPEC §9 have none: the stores fill it in on read (providers.reason_of).
+            reason=Reason(reason["category"], reason["permanent"], reason.get("description"))
+            if (reason := data.get("reason")) else None,
         )
 
     @classmethod

@@ -61,14 +61,17 @@ def new_message_id(provider: str) -> str:
     return PROVIDERS[provider].new_message_id()
 
 
-def plan(provider: str, scenario: str | None, word: str | None) -> Iterator[tuple[str, int]]:
+def plan(provider: str, scenario: str | None, word: str | None,
+         error_code: str | None = None) -> Iterator[tuple[str, int, str | None]]:
+    """(word, times, error code): a scenario's own code for a step, else --error-code."""
     if scenario:
         scenarios = PROVIDERS[provider].scenarios
         if scenario not in scenarios:
             raise ConfigError(f"{provider} has no scenario {scenario!r} (has: {', '.join(sorted(scenarios))})")
-        yield from scenarios[scenario]
+        for step in scenarios[scenario]:
+            yield step[0], step[1], step[2] if len(step) == 3 else error_code
     elif word:
-        yield word, 1
+        yield word, 1, error_code
 
 
 class Unreachable(Exception):

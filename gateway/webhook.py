@@ -176,6 +176,10 @@ class CallbackRoute:
             events.inc()
             if event.status is Status.UNKNOWN:
                 metrics.UNKNOWN_STATUSES.labels(self.provider.name, event.provider_status[:64]).inc()
+            if event.reason is not None:
+                metrics.FAILURES.labels(self.provider.name, event.reason.category).inc()
+                if not event.reason.mapped and event.error_code:
+                    metrics.UNMAPPED_CODES.labels(self.provider.name, event.error_code[:64]).inc()
 
     async def read_inbound(self, scope: Scope, receive: Receive) -> Inbound:
         provider, server = self.provider, self.server

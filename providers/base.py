@@ -9,7 +9,7 @@ from typing import Annotated, Any, ClassVar, Protocol
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
-from gateway.model import Fragment, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Reason, Status, StatusEvent, Unread, utc_iso
 
 Fields = Mapping[str, Any]  # the provider's payload, already authenticated
 
@@ -46,7 +46,8 @@ class SampleRequest:
     body: bytes
 
 
-Scenario = list[tuple[str, int]]  # (the provider's word, sent how many times), for one message
+# One message's callbacks: (the provider's word, sent how many times[, its error code]).
+Scenario = list[tuple[str, int] | tuple[str, int, str]]
 
 
 Parsed = StatusEvent | Fragment | Unread | None  # None: genuine, nothing to keep (Twilio's "receiving")
@@ -85,6 +86,17 @@ class Provider(Protocol):
         nothing to keep. Raises Malformed for what is broken (a status without its message id)."""
         ...
 
+    @staticmethod
+    def wrote(event: StatusEvent) -> bool:
+        """Whether this adapter made the stored event (two adapters may share an events' name)."""
+        ...
+
+    @staticmethod
+    def reason(event: StatusEvent) -> Reason | None:
+        """The event's reason from its status and error code (SPEC §9), by this vendor's table, as
+        parse() gives it; asked on read for events stored before reasons existed."""
+        ...
+
     def join(self, parts: Sequence[Fragment]) -> StatusEvent:
         """The one event of a message whose parts are all here (in order, one of each number).
         Asked only of an adapter whose parse returns Fragments."""
@@ -114,6 +126,34 @@ class Provider(Protocol):
         ...
 
 
+# A provider's error codes, as data: code → (category, permanent, the provider's title). A category
+# of None is a code that is no failure (a warning on a delivered message, the SMS API's 0).
+Reasons = dict[str, tuple[str | None, bool, str]]
+
+
+def reason_from(table: Reasons, status: Status, code: str | None, message: str | None,
+                fallbacks: dict[Status, str]) -> Reason | None:
+    """The reason of a failure status (SPEC §9); None on any other, whatever code it carries.
+
+    A code in the table gives its category; no code (or a warning's) gives the status's fallback
+    category, temporary; a code no table knows gives `unknown`, temporary, counted as unmapped.
+    """
+    if not status.failure:
+        return None
+    found = table.get(code) if code else None
+    if found is not None and found[0] is not None:
+        return Reason(found[0], found[1], message or found[2])
+    if code and found is None:
+        return Reason("unknown", False, message, mapped=False)
+    return Reason(fallbacks.get(status, "unknown"), False, message)
+
+
+def described(table: Reasons, code: str | None) -> str | None:
+    """The provider's title of a code, for error_message when the callback says nothing itself."""
+    found = table.get(code) if code else None
+    return found[2] if found else None
+
+
 def text_of(value: Any) -> str | None:
     """A JSON field as text: numbers too (Vonage sends `error.title` as 1000 or "1000"), not booleans."""
     if isinstance(value, bool) or value is None:
@@ -123,14 +163,20 @@ def text_of(value: Any) -> str | None:
     return None
 
 
-def carrier_time(value: str | None) -> str | None:
-    """A carrier's YYMMDDhhmm receipt time (Twilio RawDlrDoneDate, Vonage scts), which names no zone: read as UTC."""
+def carrier_time(value: str | None, *, not_after: str) -> str | None:
+    """A carrier's YYMMDDhhmm receipt time (Twilio RawDlrDoneDate, Vonage scts), which names no zone:
+    read as UTC, and never later than `not_after` (the vendor's own push time, or our arrival).
+
+    A carrier east of UTC reads hours late as UTC; uncapped, such a time could sit after the push
+    that reported it, and a later occurred_at wins ties in the precedence rule (docs/events.md).
+    """
     if not value:
         return None
     try:
-        return utc_iso(datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=timezone.utc))
+        moment = utc_iso(datetime.strptime(value, "%y%m%d%H%M").replace(tzinfo=timezone.utc))
     except ValueError:
         return None
+    return min(moment, not_after)
 
 
 def _as_tuple(value: Any) -> Any:

@@ -26,16 +26,19 @@ from twilio.request_validator import (
 from twilio.twiml.messaging_response import MessagingResponse
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Fragment, Media, Status, StatusEvent, utc_iso
+from gateway.model import Fragment, Media, Reason, Status, StatusEvent, utc_iso
 from providers.base import (
     Fields,
     Inbound,
     Parsed,
+    Reasons,
     SampleRequest,
     Scenario,
     Secrets,
     Settings,
     carrier_time,
+    described,
+    reason_from,
 )
 from providers.base import Settings as BaseSettings
 from providers.decoding import decode_json_object, decode_pairs, decode_text
@@ -62,19 +65,85 @@ NOT_A_STATUS = frozenset({"receiving"})
 # the sender and answers them itself, so the gateway's reply stays out. SPEC §8 lists the first six.
 STOP_WORDS = frozenset({"STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"})
 
-# https://www.twilio.com/docs/api/errors: the codes a status callback carries most often.
-ERRORS: dict[str, str] = {
-    "30001": "Queue overflow",
-    "30002": "Account suspended",
-    "30003": "Unreachable destination handset",
-    "30004": "Message blocked",
-    "30005": "Unknown destination handset",
-    "30006": "Landline or unreachable carrier",
-    "30007": "Message filtered by the carrier",
-    "30008": "Unknown error",
-    "30009": "Missing inbound segment",
-    "30010": "Message price exceeds max price",
+# Twilio's error codes (https://www.twilio.com/docs/api/errors, and the dictionary it publishes,
+# twilio-error-codes.json): code → (category, permanent, Twilio's title). 30025 and 30026 are
+# warnings, and 30018 may ride on a delivered message: no failure reason of their own.
+REASONS: Reasons = {
+    "30001": ("rate_limited", False, "Queue overflow"),
+    "30002": ("account_problem", True, "Account suspended"),
+    "30003": ("unreachable", False, "Unreachable destination handset"),
+    "30004": ("blocked", True, "Message blocked"),
+    "30005": ("invalid_number", True, "Unknown destination handset"),
+    "30006": ("invalid_number", True, "Landline or unreachable carrier"),
+    "30007": ("spam_filtered", True, "Message filtered"),
+    "30008": ("unknown", False, "Unknown error"),
+    "30009": ("provider_error", False, "Missing inbound segment"),
+    "30010": ("account_problem", True, "Message price exceeds max price"),
+    "30011": ("content_rejected", True, "MMS not supported by the receiving phone number in this region"),
+    "30012": ("content_rejected", True, "TTL is too small"),
+    "30013": ("content_rejected", True, "TTL is too big"),
+    "30014": ("invalid_number", True, "'To' attributes are Invalid"),
+    "30015": ("content_rejected", True, "Non-supported channel type is used"),
+    "30016": ("content_rejected", True, "'To' and 'From' channel types are incompatible"),
+    "30017": ("rate_limited", False, "Carrier network congestion"),
+    "30018": ("sender_rejected", True, "Destination carrier requires sender ID pre-registration"),
+    "30019": ("content_rejected", True, "Content size exceeds carrier limit"),
+    "30020": ("provider_error", False, "Internal Failure with Message Scheduling"),
+    "30021": ("provider_error", False, "Internal Failure with messaging service orchestrator"),
+    "30022": ("rate_limited", False, "US A2P 10DLC - Rate Limits Exceeded"),
+    "30023": ("rate_limited", False, "US A2P 10DLC - Daily Message Cap Reached"),
+    "30024": ("sender_rejected", True, "Numeric Sender ID Not Provisioned on Carrier"),
+    "30025": (None, False, "US A2P 10DLC - 50% T-Mobile Daily Message Limit Consumed"),
+    "30026": (None, False, "US A2P 10DLC - 70% T-Mobile Daily Message Limit Consumed"),
+    "30027": ("rate_limited", False, "US A2P 10DLC - T-Mobile Daily Message Limit Reached"),
+    "30028": ("content_rejected", True, "Invalid API version"),
+    "30029": ("content_rejected", True, "Invalid ContentRetention"),
+    "30030": ("content_rejected", True, "Invalid AddressRetention"),
+    "30031": ("content_rejected", True, "Invalid MaxRate"),
+    "30032": ("sender_rejected", True, "Toll-Free Number Has Not Been Verified"),
+    "30033": ("sender_rejected", True, "US A2P 10DLC - Campaign Suspended"),
+    "30034": ("sender_rejected", True, "US A2P 10DLC - Message from an Unregistered Number"),
+    "30035": ("sender_rejected", False, "US A2P 10DLC - Message from a number still being configured"),
+    "30036": ("expired", False, "Validity Period Expired"),
+    "30037": ("account_problem", True, "Outbound Messaging Disabled"),
+    "30038": ("spam_filtered", True, "OTP Message Body Filtered"),
+    "30039": ("spam_filtered", True, "Filtered to Prevent Message Loops"),
+    "30040": ("sender_rejected", True, "Destination carrier requires Sender ID pre-registration"),
+    "30041": ("sender_rejected", True, "Message from an unregistered number sent to a United Kingdom number"),
+    "30042": ("sender_rejected", True, "The Sender ID is blocked as generic or it contains special characters"),
+    "30043": ("blocked", True, "International SMS via Domestic Gateway"),
+    "30410": ("provider_error", False, "Provider Timeout Error"),
+    "30442": ("sender_rejected", True, "Toll-Free phone number verification rejection - Campaign Violation"),
+    "30450": ("blocked", False, "Message delivery blocked"),
+    "30454": ("rate_limited", False, "Account exceeded the messages limit"),
+    "30485": ("unknown", False, "Message couldn't be delivered"),
+    "30500": ("provider_error", False, "Twilio Internal Error"),
+    "30884": ("sender_rejected", True, "Campaign vetting rejection - Spam/Phishing"),
+    "21211": ("invalid_number", True, "Invalid 'To' Phone Number"),
+    "21268": ("blocked", True, "Premium numbers are not permitted"),
+    "21408": ("account_problem", True,
+              "Permission to send an SMS has not been enabled for the region indicated by the 'To' number"),
+    "21606": ("sender_rejected", True,
+              "The 'From' phone number provided is not a valid message-capable Twilio phone number "
+              "for this destination"),
+    "21608": ("account_problem", True, "The 'to' phone number provided is not yet verified for this account"),
+    "21610": ("opted_out", True, "Attempt to send to unsubscribed recipient"),
+    "21611": ("rate_limited", False, "This 'From' number has exceeded the maximum number of queued messages"),
+    "21612": ("unroutable", True, "The 'To' phone number is not currently reachable via SMS"),
+    "21614": ("invalid_number", True, "'To' number is not a valid mobile number"),
+    "21617": ("content_rejected", True, "The concatenated message body exceeds the 1600 character limit"),
+    "21635": ("invalid_number", True, "'To' number cannot be a landline"),
+    "60005": ("provider_error", False, "Downstream Carrier Error"),
+    "63003": ("invalid_number", True, "Channel could not find To address"),
+    "63013": ("content_rejected", True, "Channel policy violation"),
+    "63016": ("content_rejected", True, "Failed to send freeform message because you are outside the allowed window"),
+    "63018": ("rate_limited", False, "Rate limit exceeded for Channel"),
+    "63024": ("invalid_number", True, "Invalid message recipient"),
+    "63026": ("spam_filtered", True, "Channel sender content flagged as spam"),
+    "63033": ("opted_out", True, "Recipient blocked to receive message"),
 }
+# A failure without a code (README, Why it failed).
+FALLBACKS = {Status.FAILED: "provider_error", Status.UNDELIVERED: "unknown"}
 
 FORM = "application/x-www-form-urlencoded"
 JSON = "application/json"
@@ -143,6 +212,11 @@ class Twilio:
         "out-of-order": [("delivered", 1), ("sent", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("sent", 1), ("undelivered", 1)],
+        # Failures of other reason categories (README, Why it failed), each with its own code.
+        "opted-out": [("queued", 1), ("failed", 1, "21610")],
+        "invalid-number": [("sent", 1), ("undelivered", 1, "30006")],
+        "spam-filtered": [("sent", 1), ("undelivered", 1, "30007")],
+        "sender-rejected": [("queued", 1), ("failed", 1, "30034")],
         # An incoming message, then the statuses of the reply it got (a new message: simulate
         # gives it a new id after `received`), sent where <Message action> points: this endpoint.
         "conversation": [("received", 1), ("queued", 1), ("sent", 1), ("delivered", 1)],
@@ -193,23 +267,26 @@ class Twilio:
             return self._incoming(fields, message_id, inbound)
         error_code = _first(fields, "ErrorCode") or None
         to, sender = _first(fields, "To"), _first(fields, "From")
+        status = STATUSES.get(word.lower(), Status.UNKNOWN)
+        said = _first(fields, "ErrorMessage") or _first(fields, "ChannelStatusMessage")
+        received_at = utc_iso(inbound.received_at)
         return StatusEvent(
             provider=self.name,
             endpoint=self.endpoint,
             message_id=message_id,
-            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            status=status,
             provider_status=word,
             error_code=error_code,
-            error_message=_first(fields, "ErrorMessage")
-            or _first(fields, "ChannelStatusMessage")
-            or ERRORS.get(error_code or ""),
+            error_message=said or described(REASONS, error_code),
             to=to,
             sender=sender,
             channel=_channel(fields, message_id, to, sender),
             account=_first(fields, "AccountSid"),
-            occurred_at=carrier_time(_first(fields, "RawDlrDoneDate")),  # read as UTC (README)
-            received_at=utc_iso(inbound.received_at),
+            # The carrier's time names no zone: read as UTC, never later than its arrival (README).
+            occurred_at=carrier_time(_first(fields, "RawDlrDoneDate"), not_after=received_at),
+            received_at=received_at,
             raw=dict(fields),
+            reason=reason_from(REASONS, status, error_code, said, FALLBACKS),
         )
 
     def _incoming(self, fields: Fields, message_id: str, inbound: Inbound) -> StatusEvent:
@@ -230,6 +307,14 @@ class Twilio:
             account=_first(fields, "AccountSid"), received_at=utc_iso(inbound.received_at),
             raw=dict(fields), direction="inbound", text=_first(fields, "Body"), media=tuple(media),
         )
+
+    @staticmethod
+    def wrote(event: StatusEvent) -> bool:
+        return True
+
+    @staticmethod
+    def reason(event: StatusEvent) -> Reason | None:
+        return reason_from(REASONS, event.status, event.error_code, event.error_message, FALLBACKS)
 
     def join(self, parts: Sequence[Fragment]) -> StatusEvent:
         raise NotImplementedError("Twilio sends a multi-part SMS whole")

@@ -25,15 +25,18 @@ from jwt.utils import base64url_decode, base64url_encode
 from pydantic import Field
 
 from gateway.errors import InvalidToken, Malformed, Unsigned
-from gateway.model import Fragment, Media, Status, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Media, Reason, Status, StatusEvent, Unread, utc_iso
 from providers.base import (
     Fields,
     Inbound,
     Parsed,
+    Reasons,
     SampleRequest,
     Scenario,
     Secrets,
     Settings,
+    described,
+    reason_from,
     text_of,
 )
 from providers.base import Settings as BaseSettings
@@ -47,21 +50,65 @@ STATUSES: dict[str, Status] = {
     "read": Status.READ,
 }
 
-# Messages API error codes carried in `error.title` (v0.1 spec, still used by the SDKs).
-ERRORS: dict[str, str] = {
-    "1000": "Throttled", "1010": "Missing parameters", "1020": "Invalid parameters",
-    "1030": "Internal error", "1040": "Invalid message", "1050": "Number barred",
-    "1060": "Partner account barred", "1070": "Partner quota exceeded", "1120": "Illegal sender address",
-    "1130": "Invalid TTL", "1160": "Non-whitelisted destination", "1170": "Invalid or missing MSISDN",
-    "1180": "Absent subscriber (temporary)", "1190": "Absent subscriber (permanent)",
-    "1200": "Portability error", "1210": "Anti-spam rejection", "1220": "Handset busy",
-    "1230": "Network error", "1240": "Illegal number", "1250": "Unroutable message",
-    "1260": "Destination unreachable", "1270": "Subscriber age restriction",
-    "1280": "Number blocked by carrier", "1290": "Prepaid insufficient funds",
-    "1300": "Not in provider network", "1310": "Unsuitable device", "1320": "Message already sent",
-    "1330": "Unknown carrier error", "1331": "Provider error", "1340": "Outside allowed window",
-    "1360": "TTL activated",
+# Messages API error codes (https://developer.vonage.com/en/api-errors/messages): code →
+# (category, permanent, Vonage's title).
+REASONS: Reasons = {
+    "1000": ("rate_limited", False, "Throttled"),
+    "1010": ("content_rejected", True, "Missing params"),
+    "1020": ("content_rejected", True, "Invalid params"),
+    "1021": ("content_rejected", True, "Invalid tag"),
+    "1022": ("content_rejected", True, "Invalid template (parameters)"),
+    "1030": ("provider_error", False, "Internal error"),
+    "1040": ("invalid_number", True, "Invalid message"),
+    "1050": ("blocked", True, "Number barred"),
+    "1060": ("account_problem", True, "Partner account barred"),
+    "1070": ("account_problem", True, "Partner quota exceeded"),
+    "1080": ("account_problem", True, "Account not enabled for REST"),
+    "1090": ("content_rejected", True, "Message too long"),
+    "1100": ("provider_error", False, "Communication Failed"),
+    "1110": ("account_problem", True, "Invalid Signature"),
+    "1120": ("sender_rejected", True, "Illegal Sender Address - rejected"),
+    "1130": ("content_rejected", True, "Invalid TTL"),
+    "1140": ("account_problem", True, "Facility not allowed"),
+    "1150": ("content_rejected", True, "Invalid Message class"),
+    "1160": ("account_problem", True, "Non White-listed Destination"),
+    "1170": ("invalid_number", True, "Invalid or Missing Msisdn Param"),
+    "1180": ("unreachable", False, "Absent Subscriber Temporary"),
+    "1190": ("invalid_number", True, "Absent Subscriber Permanent"),
+    "1200": ("unroutable", True, "Portability Error"),
+    "1210": ("spam_filtered", True, "Anti-Spam Rejection"),
+    "1220": ("unreachable", False, "Handset Busy"),
+    "1230": ("provider_error", False, "Network Error"),
+    "1240": ("opted_out", True, "Illegal Number"),
+    "1241": ("rate_limited", False, "Too many send requests"),
+    "1250": ("unroutable", True, "Unroutable"),
+    "1260": ("unroutable", True, "Destination unreachable"),
+    "1270": ("blocked", True, "Subscriber Age Restriction"),
+    "1280": ("blocked", True, "Number Blocked by Carrier"),
+    "1290": ("unreachable", False, "Pre-Paid - Insufficent funds"),
+    "1300": ("invalid_number", True, "Not part of the provider network"),
+    "1310": ("invalid_number", True, "Not suitable device"),
+    "1320": ("content_rejected", True, "Message already sent"),
+    "1330": ("unknown", False, "Unknown"),
+    "1340": ("content_rejected", True, "Outside of the allowed window"),
+    "1350": ("account_problem", True, "Phone matching fee not paid"),
+    "1360": ("expired", False, "TTL was activated"),
+    "1370": ("account_problem", True, "Expired access Token"),
+    "1420": ("sender_rejected", True, "Invalid sender"),
+    "1430": ("invalid_number", True, "Invalid recipient"),
+    "1460": ("account_problem", True, "(account error, title unknown)"),
+    "1470": ("blocked", True, "Fraud Defender (title unknown)"),
+    "1472": ("blocked", True, "Fraud Defender (title unknown)"),
+    "1476": ("sender_rejected", True, "(compliance error, title unknown)"),
+    "1480": ("sender_rejected", True, "Entity filter"),
+    "1481": ("sender_rejected", True, "Header filter"),
+    "1482": ("sender_rejected", True, "Content filter"),
+    "1483": ("sender_rejected", True, "Consent filter"),
 }
+# A failure without a code (README, Why it failed).
+FALLBACKS = {Status.UNDELIVERED: "provider_error", Status.REJECTED: "unknown"}
+# The code at the end of error.type: https://developer.vonage.com/api-errors/messages#1250
+TYPE_CODE = re.compile(r"#(\d+)$")
 
 # The wire's channel words, as the event names them (the vendor's Java SDK also reads viber_service as viber).
 CHANNELS: dict[str, str] = {
@@ -110,6 +157,11 @@ class Vonage:
         "out-of-order": [("delivered", 1), ("submitted", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("submitted", 1), ("rejected", 1)],
+        # Failures of other reason categories (README, Why it failed), each with its own code.
+        "opted-out": [("submitted", 1), ("rejected", 1, "1240")],
+        "invalid-number": [("submitted", 1), ("undeliverable", 1, "1300")],
+        "spam-filtered": [("submitted", 1), ("rejected", 1, "1210")],
+        "unreachable": [("submitted", 1), ("undeliverable", 1, "1180")],
         # An incoming message, then the statuses of the reply the app sends through the API.
         "conversation": [("received", 1), ("submitted", 1), ("delivered", 1)],
     }
@@ -206,20 +258,16 @@ class Vonage:
         message_id, word = payload.get("message_uuid"), payload.get("status")
         if not isinstance(message_id, str) or not message_id or not isinstance(word, str) or not word:
             raise Malformed("a Vonage status webhook needs message_uuid and status as strings")
-        error = payload.get("error")
-        error_code = error_message = None
-        if isinstance(error, dict):
-            title, detail = error.get("title"), error.get("detail")
-            error_code = text_of(title)
-            error_message = text_of(detail) or ERRORS.get(error_code or "")
+        error_code, said = _error(payload.get("error"))
+        status = STATUSES.get(word.lower(), Status.UNKNOWN)
         return StatusEvent(
             provider=self.name,
             endpoint=self.endpoint,
             message_id=message_id,
-            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            status=status,
             provider_status=word,
             error_code=error_code,
-            error_message=error_message,
+            error_message=said or described(REASONS, error_code),
             to=_address(payload.get("to")),
             sender=_address(payload.get("from")),
             channel=_channel(payload),
@@ -227,6 +275,7 @@ class Vonage:
             occurred_at=_timestamp(payload.get("timestamp")),
             received_at=utc_iso(inbound.received_at),
             raw=payload,
+            reason=reason_from(REASONS, status, error_code, said, FALLBACKS),
         )
 
     def _incoming(self, payload: dict[str, Any], content: dict[str, Any], fields: Fields,
@@ -264,6 +313,14 @@ class Vonage:
             received_at=utc_iso(inbound.received_at), raw=payload,
             direction="inbound", text=text, media=tuple(media),
         )
+
+    @staticmethod
+    def wrote(event: StatusEvent) -> bool:
+        return "err-code" not in event.raw  # the SMS API's receipts, also named vonage, have one
+
+    @staticmethod
+    def reason(event: StatusEvent) -> Reason | None:
+        return reason_from(REASONS, event.status, event.error_code, event.error_message, FALLBACKS)
 
     def join(self, parts: Sequence[Fragment]) -> StatusEvent:
         raise NotImplementedError("the Messages API sends a multi-part SMS whole")
@@ -307,9 +364,9 @@ class Vonage:
             payload["usage"] = {"currency": "EUR", "price": "0.0333"}
         if error_code:
             payload["error"] = {
-                "type": "https://developer.vonage.com/api-errors/messages-olympus",
+                "type": f"https://developer.vonage.com/api-errors/messages#{error_code}",
                 "title": int(error_code) if error_code.isdigit() else error_code,
-                "detail": ERRORS.get(error_code, "Message failed"),
+                "detail": described(REASONS, error_code) or "Message failed",
             }
         body = orjson.dumps(payload)
         claims = {
@@ -347,6 +404,21 @@ def _address(value: Any) -> str | None:
     if isinstance(value, dict):
         value = value.get("number") or value.get("id")
     return value if isinstance(value, str) else None
+
+
+def _error(error: Any) -> tuple[str | None, str | None]:
+    """(code, Vonage's words) of a status's `error`: the code is the `#NNNN` ending `error.type`,
+    else a numeric `error.title` (a number or a string), else v0.1's `error.code`; the words are
+    `detail` (v1) or `reason` (v0.1)."""
+    if not isinstance(error, dict):
+        return None, None
+    found = TYPE_CODE.search(error["type"]) if isinstance(error.get("type"), str) else None
+    title = text_of(error.get("title"))
+    code = found.group(1) if found else title if title and title.isdigit() else text_of(error.get("code"))
+    said = text_of(error.get("detail")) or text_of(error.get("reason"))
+    if said is None and title and not title.isdigit():
+        said = title
+    return code, said
 
 
 def _content(payload: dict[str, Any]) -> dict[str, Any]:

@@ -22,16 +22,19 @@ from typing import Any, ClassVar, Literal
 import orjson
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Reason, Status, StatusEvent, Unread, utc_iso
 from providers.base import (
     Fields,
     Inbound,
     Parsed,
+    Reasons,
     SampleRequest,
     Scenario,
     Secrets,
     Settings,
     carrier_time,
+    described,
+    reason_from,
     text_of,
 )
 from providers.base import Settings as BaseSettings
@@ -46,19 +49,41 @@ STATUSES: dict[str, Status] = {
     "accepted": Status.SENT,
     "delivered": Status.DELIVERED,
     "failed": Status.UNDELIVERED,
+    "undelivered": Status.UNDELIVERED,  # in Vonage's receipt guide's list, besides failed
     "rejected": Status.REJECTED,
     "expired": Status.EXPIRED,
     "unknown": Status.UNKNOWN,
 }
 
-# `err-code` (docs/vonage.md, SMS API); 0 means delivered, not an error.
-ERRORS: dict[str, str] = {
-    "1": "Unknown", "2": "Absent subscriber (temporary)", "3": "Absent subscriber (permanent)",
-    "4": "Call barred by user", "5": "Portability error", "6": "Anti-spam rejection",
-    "7": "Handset busy", "8": "Network error", "9": "Illegal number", "10": "Illegal message",
-    "11": "Unroutable", "12": "Destination unreachable", "13": "Subscriber age restriction",
-    "14": "Number blocked by carrier", "15": "Prepaid insufficient funds", "99": "General error",
+# `err-code` (https://developer.vonage.com/en/messaging/sms/guides/delivery-receipts; 16 from
+# nyaruka/courier's table): code → (category, permanent, Vonage's title); 0 is no error.
+REASONS: Reasons = {
+    "0": (None, False, "Delivered"),
+    "1": ("unknown", False, "Unknown"),
+    "2": ("unreachable", False, "Absent Subscriber - Temporary"),
+    "3": ("invalid_number", True, "Absent Subscriber - Permanent"),
+    "4": ("blocked", True, "Call Barred by User"),
+    "5": ("unroutable", True, "Portability Error"),
+    "6": ("spam_filtered", True, "Anti-Spam Rejection"),
+    "7": ("unreachable", False, "Handset Busy"),
+    "8": ("provider_error", False, "Network Error"),
+    "9": ("opted_out", True, "Illegal Number"),
+    "10": ("content_rejected", True, "Illegal Message"),
+    "11": ("unroutable", True, "Unroutable"),
+    "12": ("unroutable", True, "Destination Unreachable"),
+    "13": ("blocked", True, "Subscriber Age Restriction"),
+    "14": ("blocked", True, "Number Blocked by Carrier"),
+    "15": ("unreachable", False, "Prepaid Insufficient Funds"),
+    "16": ("rate_limited", False, "Gateway Quota Exceeded"),
+    "50": ("sender_rejected", True, "Entity Filter"),
+    "51": ("sender_rejected", True, "Header Filter"),
+    "52": ("sender_rejected", True, "Content Filter"),
+    "53": ("sender_rejected", True, "Consent Filter"),
+    "54": ("sender_rejected", True, "Regulation Error"),
+    "99": ("provider_error", False, "General Error"),
 }
+# A failure without a code (README, Why it failed).
+FALLBACKS = {Status.EXPIRED: "expired"}
 
 RECEIVED = "received"  # provider_status of an inbound SMS: it has no status word
 MAX_PARTS = 255  # a concatenated SMS's part count is one byte of its header
@@ -94,6 +119,11 @@ class VonageSMS:
         "out-of-order": [("delivered", 1), ("accepted", 1)],
         "duplicate": [("delivered", 3)],
         "failure": [("accepted", 1), ("failed", 1)],
+        # Failures of other reason categories (README, Why it failed), each with its own code.
+        "opted-out": [("accepted", 1), ("rejected", 1, "9")],
+        "invalid-number": [("accepted", 1), ("failed", 1, "3")],
+        "spam-filtered": [("accepted", 1), ("rejected", 1, "6")],
+        "expired": [("accepted", 1), ("expired", 1)],
         # An incoming SMS, then the statuses of the reply the app sends through the API.
         "conversation": [("received", 1), ("accepted", 1), ("delivered", 1)],
     }
@@ -131,22 +161,27 @@ class VonageSMS:
         error_code = text_of(fields.get("err-code"))
         if error_code == "0":
             error_code = None
+        status = STATUSES.get(word.lower(), Status.UNKNOWN)
+        pushed = _message_timestamp(fields.get("message-timestamp"))
+        received_at = utc_iso(inbound.received_at)
         return StatusEvent(
             provider=self.name,
             endpoint=self.endpoint,
             message_id=message_id,
-            status=STATUSES.get(word.lower(), Status.UNKNOWN),
+            status=status,
             provider_status=word,
             error_code=error_code,
-            error_message=ERRORS.get(error_code or ""),
+            error_message=described(REASONS, error_code),
             to=text_of(fields.get("msisdn")),  # the recipient; the receipt's `to` is the sender id
             sender=text_of(fields.get("to")),
             channel="sms",
             account=text_of(fields.get("api-key")),
-            occurred_at=carrier_time(text_of(fields.get("scts")))
-            or _message_timestamp(fields.get("message-timestamp")),
-            received_at=utc_iso(inbound.received_at),
+            # scts is the carrier's time in no named zone: read as UTC, never after Vonage began
+            # pushing the receipt (message-timestamp, UTC), which stands in when scts is unreadable.
+            occurred_at=carrier_time(text_of(fields.get("scts")), not_after=pushed or received_at) or pushed,
+            received_at=received_at,
             raw=dict(fields),
+            reason=reason_from(REASONS, status, error_code, None, FALLBACKS),
         )
 
     def _incoming(self, fields: Fields, inbound: Inbound) -> StatusEvent | Fragment | Unread:
@@ -166,6 +201,14 @@ class VonageSMS:
                              text_of(fields.get("to")) or "", ref, total))
         return Fragment(group=group, id=fields["messageId"], number=int(number), total=int(total), fields=dict(fields),
                         received_at=utc_iso(inbound.received_at))
+
+    @staticmethod
+    def wrote(event: StatusEvent) -> bool:
+        return "err-code" in event.raw
+
+    @staticmethod
+    def reason(event: StatusEvent) -> Reason | None:
+        return reason_from(REASONS, event.status, event.error_code, None, FALLBACKS)
 
     def join(self, parts: Sequence[Fragment]) -> StatusEvent:
         """The message from all its parts: their texts in part order, received when the last came."""

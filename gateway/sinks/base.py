@@ -192,10 +192,10 @@ class Store(Sink, Protocol):
     async def recent(
         self, *, provider: str | None = None, status: Status | None = None,
         since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
-        direction: str | None = None,
+        direction: str | None = None, reason: str | None = None,
     ) -> list[tuple[int, StatusEvent]]:
         """Newest first, with each event's store sequence number (for `tail --follow`);
-        `direction`: inbound (incoming messages) or outbound (statuses)."""
+        `direction`: inbound (incoming messages) or outbound (statuses); `reason`: a category."""
         ...
 
     async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:

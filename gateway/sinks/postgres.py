@@ -133,6 +133,10 @@ MIGRATIONS: list[list[str]] = [
         # The parts of messages already stored: a late retry of one is known, not a new message.
         "CREATE TABLE joined_parts (endpoint text NOT NULL, part_id text NOT NULL, PRIMARY KEY (endpoint, part_id))",
     ],
+    [  # 5: a failure's reason category (SPEC §9), for /v1/events?reason=; events stored before have none
+        "ALTER TABLE events ADD COLUMN reason text",
+        "CREATE INDEX events_by_reason ON events (reason, seq) WHERE reason IS NOT NULL",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -141,11 +145,12 @@ SCHEMA_VERSION = len(MIGRATIONS)
 # current status, only to a greater (rank, occurred_at, received_at): docs/events.md, The current status.
 STORE_BATCH = """
 WITH batch AS (
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[])
-        WITH ORDINALITY AS b (id, provider, message_id, status, rank, occurred_at, received_at, body, position)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
+                         $9::text[])
+        WITH ORDINALITY AS b (id, provider, message_id, status, rank, occurred_at, received_at, body, reason, position)
 ), new AS (
-    INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)
-    SELECT id, provider, message_id, status, rank, occurred_at, received_at, body FROM batch ORDER BY position
+    INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body, reason)
+    SELECT id, provider, message_id, status, rank, occurred_at, received_at, body, reason FROM batch ORDER BY position
     ON CONFLICT (id) DO NOTHING
     RETURNING id, provider, message_id, rank, occurred_at, received_at
 ), best AS (
@@ -220,6 +225,7 @@ class PostgresSink(SQLReads):
             [e.id for e in rows], [e.provider for e in rows], [e.message_id for e in rows],
             [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
             [e.received_at for e in rows], [e.dumps().decode() for e in rows],
+            [e.reason.category if e.reason else None for e in rows],
         )
         extras = [rows for _, rows in batch]
         try:

@@ -11,7 +11,7 @@ import orjson
 
 from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt
-from providers import EVENT_PROVIDERS
+from providers import EVENT_PROVIDERS, with_reason
 
 
 def first_occurrences(ids: Iterable[str]) -> list[bool]:
@@ -37,9 +37,13 @@ class SQLReads:
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         raise NotImplementedError
 
+    async def _events(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
+        """_read, with the reason filled in for failures stored before reasons existed."""
+        return [(seq, with_reason(event)) for seq, event in await self._read(sql, params)]
+
     async def current(self, provider: str, message_id: str) -> StatusEvent | None:
         m = self.mark
-        rows = await self._read(
+        rows = await self._events(
             "SELECT e.seq, e.body FROM messages m JOIN events e"
             " ON e.provider = m.provider AND e.message_id = m.message_id AND e.id = m.event_id"
             f" WHERE m.provider = {m}1 AND m.message_id = {m}2", (provider, message_id))
@@ -47,7 +51,7 @@ class SQLReads:
 
     async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
         m = self.mark
-        rows = await self._read(
+        rows = await self._events(
             f"SELECT seq, body FROM events WHERE provider = {m}1 AND message_id = {m}2 ORDER BY seq",
             (provider, message_id))
         return [event for _, event in rows]
@@ -55,19 +59,20 @@ class SQLReads:
     async def recent(
         self, *, provider: str | None = None, status: Status | None = None,
         since: datetime | None = None, limit: int = 100, after_seq: int | None = None,
-        direction: str | None = None,
+        direction: str | None = None, reason: str | None = None,
     ) -> list[tuple[int, StatusEvent]]:
-        clauses, params = filters(provider, status, since, after_seq, self.mark + "#")
+        clauses, params = filters(provider, status, since, after_seq, self.mark + "#", reason)
         if direction is not None:  # an incoming message is the only event with status received
             clauses.append(f"status {'=' if direction == 'inbound' else '!='} '{Status.RECEIVED.value}'")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        return await self._read(
+        return await self._events(
             f"SELECT seq, body FROM events{where} ORDER BY seq DESC LIMIT {self.mark}{len(params) + 1}",
             (*params, limit))
 
 
 def filters(
     provider: str | None, status: Status | None, since: datetime | None, after_seq: int | None, mark: str,
+    reason: str | None = None,
 ) -> tuple[list[str], list[Any]]:
     """WHERE clauses of `recent`; `mark` makes the placeholders ("#" becomes the parameter's number)."""
     clauses: list[str] = []
@@ -77,6 +82,7 @@ def filters(
         ("status", "=", status.value if status else None),
         ("received_at", ">=", utc_iso(since) if since else None),
         ("seq", ">", after_seq),
+        ("reason", "=", reason),  # the category; failures stored before reasons existed have none
     ):
         if value is not None:
             params.append(value)

@@ -116,13 +116,17 @@ MIGRATIONS: list[list[str]] = [
         # The parts of messages already stored: a late retry of one is known, not a new message.
         "CREATE TABLE joined_parts (endpoint TEXT NOT NULL, part_id TEXT NOT NULL, PRIMARY KEY (endpoint, part_id))",
     ],
+    [  # 5: a failure's reason category (SPEC §9), for /v1/events?reason=; events stored before have none
+        "ALTER TABLE events ADD COLUMN reason TEXT",
+        "CREATE INDEX events_by_reason ON events (reason, seq) WHERE reason IS NOT NULL",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body)
+EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body, reason)
 VALUES {rows} ON CONFLICT (provider, message_id, id) DO NOTHING"""
-# (id, provider, message_id, status, rank, occurred_at, received_at, body)
-Row = tuple[str, str, str, str, int, str, str, bytes]
+# (id, provider, message_id, status, rank, occurred_at, received_at, body, reason category or None)
+Row = tuple[str, str, str, str, int, str, str, bytes, str | None]
 
 
 class WriterTurn:

@@ -43,8 +43,9 @@ def row_of(line: bytes) -> Row:
     line = line.partition(b"\t")[0]
     event = orjson.loads(line)
     status = event["status"]  # an unknown word is a KeyError in RANKS: the line is refused
+    reason = event.get("reason")
     return (event["id"], event["provider"], event["message_id"], status, RANKS[status],
-            event["occurred_at"] or "", event["received_at"], line)
+            event["occurred_at"] or "", event["received_at"], line, reason["category"] if reason else None)
 
 
 class Writer:

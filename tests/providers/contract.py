@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import load_config
 from gateway.errors import ConfigError, GatewayError, Rejected, Unavailable
-from gateway.model import Status
+from gateway.model import Status, StatusEvent
 from providers import PROVIDERS
 from providers.base import Inbound, Provider, SampleRequest
 from tests.conftest import NOW, PUBLIC_URL, clock
@@ -107,14 +107,20 @@ class ProviderContract:
 
     def test_every_simulated_callback_verifies(self) -> None:
         adapter = self.adapter()
-        words = {word for scenario in self.provider.scenarios.values() for word, _ in scenario}
-        assert words, "simulate needs scenarios"
-        for word in sorted(words):
+        steps = {(step[0], step[2] if len(step) == 3 else None)
+                 for scenario in self.provider.scenarios.values() for step in scenario}
+        assert steps, "simulate needs scenarios"
+        categories = set()
+        for word, code in sorted(steps, key=str):
             sample = adapter.sample(url=URL, word=word, message_id=adapter.new_message_id(), account_seed="0" * 64,
-                                    now=NOW)
+                                    now=NOW, error_code=code)
             request = self.inbound(sample)
             event = adapter.parse(adapter.verify(request), request)
-            assert event is not None and event.provider_status == word
+            assert isinstance(event, StatusEvent) and event.provider_status == word
+            if code is not None:  # a scenario's own code is one its table knows
+                assert event.error_code == code and event.reason is not None and event.reason.mapped
+                categories.add(event.reason.category)
+        assert len(categories) >= 3, "simulate shows failures of several reason categories"
 
     # --- through the whole app ------------------------------------------------------------------
     def client(self, tmp_path: Path) -> TestClient:

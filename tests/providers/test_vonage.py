@@ -74,7 +74,7 @@ def test_valid_webhook_verifies_and_parses() -> None:
         "provider_status": "delivered", "final": True, "error_code": None, "error_message": None,
         "to": "447700900000", "from": "447700900001", "channel": "sms", "account": "a1b2c3d",
         "occurred_at": "2020-01-01T14:00:00.000000Z", "received_at": None, "raw": vonage_payload(),
-        "direction": "outbound", "text": None, "media": [],
+        "direction": "outbound", "text": None, "media": [], "reason": None,
     }
 
 

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from vonage_http_client import Auth
 
 from gateway.errors import InvalidSignature, Malformed
-from gateway.model import Fragment, Status, StatusEvent, Unread
+from gateway.model import Fragment, Reason, Status, StatusEvent, Unread
 from providers.base import Inbound
 from providers.vonage_sms import VonageSMS, VonageSMSSettings
 from tests.conftest import vectors
@@ -166,7 +166,8 @@ def test_a_receipt_becomes_the_normalized_event() -> None:
     assert event is not None
     assert (event.provider, event.endpoint, event.message_id, event.channel) == (
         "vonage", "vonage-sms-main", "0A0000001234567B", "sms")
-    assert (event.error_code, event.error_message) == ("2", "Absent subscriber (temporary)")
+    assert (event.error_code, event.error_message) == ("2", "Absent Subscriber - Temporary")
+    assert event.reason == Reason("unreachable", False, "Absent Subscriber - Temporary")
     # The receipt's `msisdn` is the recipient and its `to` the sender id (docs/vonage.md).
     assert (event.to, event.sender, event.account) == ("447700900000", "AcmeInc", "abcd1234")
     assert event.occurred_at == "2026-11-24T09:29:00.000000Z"  # scts, YYMMDDhhmm read as UTC

@@ -16,7 +16,7 @@ import pytest
 import asyncpg
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Fragment, Status, StatusEvent, Unread
+from gateway.model import Fragment, Reason, Status, StatusEvent, Unread
 from gateway.sinks import Store
 from gateway.sinks.base import Rows
 from gateway.sinks import postgres as postgres_module
@@ -344,3 +344,15 @@ async def test_an_unread_callback_is_kept_once_and_listed(store: Store) -> None:
     assert [(u["kind"], u["fields"], u["received_at"]) for u in listed] == [
         (unread.kind, unread.fields, "2026-01-01T00:03:00.000000Z")]
     assert len(await store.unread()) == 2
+
+
+async def test_recent_filters_by_reason_category(store: Store) -> None:
+    unreachable = event(Status.UNDELIVERED, "undelivered", message="SM7", at=3, error_code="30003",
+                        reason=Reason("unreachable", False, "Unreachable destination handset"))
+    opted_out = event(Status.FAILED, "failed", message="SM8", at=4, error_code="21610",
+                      reason=Reason("opted_out", True, "Attempt to send to unsubscribed recipient"))
+    for stored in (SENT, unreachable, opted_out):
+        assert await store.write(stored) is True
+    assert [e.id for _, e in await store.recent(reason="opted_out")] == [opted_out.id]
+    assert [e.reason for _, e in await store.recent(reason="unreachable")] == [unreachable.reason]
+    assert await store.recent(reason="blocked") == []
