@@ -23,6 +23,7 @@ from gateway.errors import Malformed, NotFound, Unauthorized
 from gateway.model import CATEGORIES, Status, utc_iso
 from gateway.sinks import Store
 from gateway.sinks.base import DELIVERY_STATES, Outbox
+from gateway.stats import GROUPINGS, Window, moment
 from gateway.webhook import Receive, Scope, Send
 
 MAX_LIMIT = 1000
@@ -36,6 +37,7 @@ def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock) -> Moun
         Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
         Route("/events", partial(list_events, store=store)),
         Route("/stream", partial(stream, store=store)),
+        Route("/stats", partial(get_stats, store=store, clock=clock)),
         Route("/unread", partial(list_unread, store=store)),
         Route("/deliveries", partial(list_deliveries, outbox=outbox)),
         Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
@@ -132,6 +134,24 @@ async def _events_after(store: Store, after: int) -> AsyncIterator[bytes]:
         if quiet >= STREAM_KEEPALIVE:  # a comment line, so proxies keep an idle stream open
             quiet = 0.0
             yield b": keep-alive\n\n"
+
+
+async def get_stats(request: Request, *, store: Store, clock: Clock) -> JSONResponse:
+    """SPEC §10: per group, messages first seen in the window, their current statuses, delivery
+    rate, top reasons and time to deliver (gateway/stats.py)."""
+    query = request.query_params
+    by = query.get("by") or "provider"
+    if by not in GROUPINGS:
+        raise Malformed(f"by must be one of {', '.join(GROUPINGS)}")
+    now = clock()
+    try:
+        window = Window(moment(query.get("since"), now), moment(query.get("until"), now))
+    except ValueError:
+        raise Malformed("since and until are ISO 8601 times (2026-01-01T00:00:00Z) or spans (24h, 7d)") from None
+    groups = await store.stats(window=window, by=by, provider=query.get("provider") or None,
+                               endpoint=query.get("endpoint") or None)
+    return JSONResponse({"since": utc_iso(window.since) if window.since else None,
+                         "until": utc_iso(window.until) if window.until else None, "by": by, "groups": groups})
 
 
 async def list_unread(request: Request, *, store: Store) -> JSONResponse:

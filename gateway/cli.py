@@ -361,5 +361,5 @@ def tail(config_path: str | None, count: int, follow: bool, provider: str | None
         pass
 
 
-# The forwarding commands (deliveries, delivery, redeliver) register themselves on `main`.
-from gateway import cli_forwarding  # noqa: E402,F401
+# The forwarding commands (deliveries, delivery, redeliver) and `report` register themselves on `main`.
+from gateway import cli_forwarding, cli_report  # noqa: E402,F401

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import orjson
 
 from gateway.model import Fragment, Status, StatusEvent, Unread
+from gateway.stats import Window
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
 DELIVERY_STATES = ("pending", "delivered", "failed", "disabled")
@@ -196,6 +197,11 @@ class Store(Sink, Protocol):
     ) -> list[tuple[int, StatusEvent]]:
         """Newest first, with each event's store sequence number (for `tail --follow`);
         `direction`: inbound (incoming messages) or outbound (statuses); `reason`: a category."""
+        ...
+
+    async def stats(self, *, window: Window, by: str = "provider", provider: str | None = None,
+                    endpoint: str | None = None) -> list[dict[str, Any]]:
+        """/v1/stats' groups over the messages first seen in the window (gateway/stats.py)."""
         ...
 
     async def keep_unread(self, endpoint: str, provider: str, unread: Unread, received_at: str) -> bool:

@@ -19,8 +19,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import asyncpg
 
+from gateway.country import UNKNOWN as UNKNOWN_COUNTRY
+from gateway.country import country_of
 from gateway.errors import SinkUnavailable
 from gateway.model import Fragment, StatusEvent, Unread, utc_iso
+from gateway.sinks import postgres_stats as stats_schema
 from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json, rows_by_table
 from gateway.sinks.batch import Batcher, Observe, reason
 from gateway.sinks.sql import (
@@ -47,10 +50,20 @@ TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is 
 # A whole batch, /readyz probe or read (acquire, statement, release), whatever the server or the link
 # does meanwhile: asyncpg's own timeouts each bound one step, and a dead link can stall a step between.
 DEADLINE = 3 * TIMEOUT
+FOLD_EVERY = 1.0  # seconds between folds of the stats' deltas
 MIGRATION_LOCK = 0x5354_4757  # pg_advisory_xact_lock key: replicas starting together migrate one at a time
 
-# Each entry brings the schema from its index to the next version (table status_gateway_schema).
-MIGRATIONS: list[list[str]] = [
+
+
+async def _fill_countries(conn: Connection) -> None:
+    """The country of each message stored before schema 6, by phonenumbers (not SQL)."""
+    rows = [(r[0], r[1], country_of(r[2])) for r in await conn.fetch(stats_schema.TO_OF_MESSAGES)]
+    await conn.executemany(stats_schema.SET_COUNTRY, [row for row in rows if row[2] != UNKNOWN_COUNTRY])
+
+
+# Each entry brings the schema from its index to the next version (table status_gateway_schema);
+# a step that is not SQL is a coroutine function run on the migration's connection.
+MIGRATIONS: list[list[str | Callable[[Connection], Awaitable[None]]]] = [
     [
         """CREATE TABLE events (
             seq bigserial PRIMARY KEY,
@@ -137,33 +150,52 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE events ADD COLUMN reason text",
         "CREATE INDEX events_by_reason ON events (reason, seq) WHERE reason IS NOT NULL",
     ],
+    [  # 6: the facts /v1/stats reads, kept in the same write as each event (postgres_stats.py)
+        *stats_schema.FACTS, _fill_countries, *stats_schema.ROLLUPS, "ANALYZE",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # One round trip per batch. `new` holds the rows this statement inserted (a duplicate id, stored
 # earlier or by another replica, is not among them); of those, the best row per message moves the
 # current status, only to a greater (rank, occurred_at, received_at): docs/events.md, The current status.
-STORE_BATCH = """
+_GREATER = ("(excluded.rank, excluded.occurred_at, excluded.received_at)"
+            " > (messages.rank, messages.occurred_at, messages.received_at)")
+STORE_BATCH = f"""
 WITH batch AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::text[],
-                         $9::text[])
-        WITH ORDINALITY AS b (id, provider, message_id, status, rank, occurred_at, received_at, body, reason, position)
+                         $9::text[], $10::text[], $11::text[])
+        WITH ORDINALITY AS b (id, provider, message_id, status, rank, occurred_at, received_at, body, reason,
+                              endpoint, country, position)
 ), new AS (
     INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body, reason)
     SELECT id, provider, message_id, status, rank, occurred_at, received_at, body, reason FROM batch ORDER BY position
     ON CONFLICT (id) DO NOTHING
-    RETURNING id, provider, message_id, rank, occurred_at, received_at
+    RETURNING id, provider, message_id, status, rank, occurred_at, received_at, reason
 ), best AS (
     SELECT DISTINCT ON (provider, message_id) * FROM new
     ORDER BY provider, message_id, rank DESC, occurred_at DESC, received_at DESC
+), facts AS (  -- the stats' facts of each message from the batch's new events (postgres_stats.py)
+    SELECT n.provider, n.message_id, min(b.endpoint) AS endpoint, min(b.country) AS country,
+        min(n.received_at) AS created_at,
+        min(CASE WHEN n.rank BETWEEN 1 AND 3 AND n.status <> 'received' THEN nullif(n.occurred_at, '') END)
+            AS start_occ,
+        min(CASE WHEN n.rank BETWEEN 1 AND 3 AND n.status <> 'received' THEN n.received_at END) AS start_rcv,
+        min(CASE WHEN n.status = 'delivered' THEN nullif(n.occurred_at, '') END) AS done_occ,
+        min(CASE WHEN n.status = 'delivered' THEN n.received_at END) AS done_rcv
+    FROM new n JOIN batch b ON b.id = n.id GROUP BY n.provider, n.message_id
 ), moved AS (
-    INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id)
-    SELECT provider, message_id, rank, occurred_at, received_at, id FROM best
+    INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id, endpoint, country,
+                          created_at, status, reason, start_occ, start_rcv, done_occ, done_rcv)
+    SELECT b.provider, b.message_id, b.rank, b.occurred_at, b.received_at, b.id, f.endpoint, f.country,
+           f.created_at, b.status, coalesce(b.reason, ''), f.start_occ, f.start_rcv, f.done_occ, f.done_rcv
+    FROM best b JOIN facts f ON f.provider = b.provider AND f.message_id = b.message_id
+    ORDER BY b.provider, b.message_id
     ON CONFLICT (provider, message_id) DO UPDATE SET
-        rank = excluded.rank, occurred_at = excluded.occurred_at,
-        received_at = excluded.received_at, event_id = excluded.event_id
-    WHERE (excluded.rank, excluded.occurred_at, excluded.received_at)
-        > (messages.rank, messages.occurred_at, messages.received_at)
+        {", ".join(f"{c} = CASE WHEN {_GREATER} THEN excluded.{c} ELSE messages.{c} END"
+                   for c in ("rank", "occurred_at", "received_at", "event_id", "status", "reason"))},
+        {", ".join(f"{c} = least(messages.{c}, excluded.{c})"
+                   for c in ("start_occ", "start_rcv", "done_occ", "done_rcv"))}
 )
 SELECT id FROM new
 """
@@ -179,8 +211,10 @@ class PostgresSink(SQLReads):
     mark = "$"
 
     def __init__(self, dsn: str, *, pool_size: int = 10, max_batch: int = 256, parts: Sequence[Part] = (),
-                 observe: Observe | None = None) -> None:
+                 observe: Observe | None = None, folding: bool = True) -> None:
         self._dsn = dsn
+        self._folding = folding  # False: reads only (the CLI)
+        self._folder: asyncio.Task[None] | None = None
         self._parts = tuple(parts)
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
@@ -203,9 +237,14 @@ class PostgresSink(SQLReads):
                     raise SinkUnavailable(f"the PostgreSQL schema (version {version}) is newer than this gateway's")
                 for statements in MIGRATIONS[version:]:
                     for statement in statements:
-                        await conn.execute(statement)
+                        if isinstance(statement, str):
+                            await conn.execute(statement)
+                        else:
+                            await statement(conn)
                 if version < SCHEMA_VERSION:
                     await conn.execute("INSERT INTO status_gateway_schema (version) VALUES ($1)", SCHEMA_VERSION)
+            if self._folding:
+                self._folder = asyncio.create_task(self._fold_forever())
         except OUTAGE as exc:
             if self._pool is not None:
                 await self._pool.close()
@@ -225,7 +264,8 @@ class PostgresSink(SQLReads):
             [e.id for e in rows], [e.provider for e in rows], [e.message_id for e in rows],
             [e.status.value for e in rows], [e.status.rank for e in rows], [e.occurred_at or "" for e in rows],
             [e.received_at for e in rows], [e.dumps().decode() for e in rows],
-            [e.reason.category if e.reason else None for e in rows],
+            [e.reason.category if e.reason else None for e in rows], [e.endpoint for e in rows],
+            [country_of(e.to) for e in rows],
         )
         extras = [rows for _, rows in batch]
         try:
@@ -378,8 +418,35 @@ class PostgresSink(SQLReads):
 
         return await self._outbox(work)
 
+    def rollup(self, kind: str, grain: str) -> str:
+        return stats_schema.rollup(kind, grain)  # with the deltas not folded yet: exact at once
+
+    async def _fold_forever(self) -> None:
+        """Every second, the stats' deltas into their rollups, by whichever replica gets the lock."""
+        while True:
+            await asyncio.sleep(FOLD_EVERY)
+            await self.fold()
+
+    async def fold(self) -> bool:
+        """One fold (postgres_stats.py); False if another replica is folding, or the server is away."""
+        assert self._pool is not None, "open() first"
+        try:
+            async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn, conn.transaction():
+                if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", stats_schema.FOLD_LOCK):
+                    return False
+                for statement in stats_schema.FOLD:
+                    await conn.execute(statement)
+                return True
+        except OUTAGE:
+            return False  # the deltas wait for the next fold; figures read them meanwhile
+
     async def close(self) -> None:
         """Commits what is waiting (each batch once more, if the server is there), then disconnects."""
+        if self._folder is not None:
+            self._folder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._folder
+            self._folder = None
         await self._batches.drain()
         await self._finishes.drain()
         if self._pool is not None:
@@ -390,6 +457,14 @@ class PostgresSink(SQLReads):
                 pool.terminate()
 
     # --- reads: SQLReads runs its queries through this ------------------------------------------
+
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        assert self._pool is not None, "open() first"
+        try:
+            async with asyncio.timeout(DEADLINE), self._pool.acquire(timeout=TIMEOUT) as conn:
+                return [tuple(record) for record in await conn.fetch(sql, *params)]
+        except OUTAGE as exc:
+            raise SinkUnavailable(f"cannot read the PostgreSQL store: {reason(exc)}") from exc
 
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         assert self._pool is not None, "open() first"

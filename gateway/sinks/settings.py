@@ -93,7 +93,7 @@ class PostgresSinkConfig(SinkSettings):
         from gateway.sinks.postgres import PostgresSink
 
         return PostgresSink(self.dsn, pool_size=self.pool_size, max_batch=self.max_batch, parts=parts,
-                            observe=observe)
+                            observe=observe, folding=not reading)
 
 
 # The registry: a new sink type is its module, one class above and one entry here.

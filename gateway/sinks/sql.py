@@ -11,6 +11,7 @@ import orjson
 
 from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt
+from gateway.stats import GROUPINGS, Window, figures
 from providers import EVENT_PROVIDERS, with_reason
 
 
@@ -37,6 +38,41 @@ class SQLReads:
     async def _read(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         raise NotImplementedError
 
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    async def stats(self, *, window: Window, by: str = "provider", provider: str | None = None,
+                    endpoint: str | None = None) -> list[dict[str, Any]]:
+        """/v1/stats' groups, from the rollups the event writes keep (gateway/stats.py)."""
+        if by not in GROUPINGS:
+            raise ValueError(f"by must be one of {', '.join(GROUPINGS)}")
+        group = "substr(period, 1, 10)" if by == "day" else by
+        filters, params = "", []
+        for column, value in (("provider", provider), ("endpoint", endpoint)):
+            if value is not None:
+                params.append(value)
+                filters += f" AND {column} = {self.mark}{len(params)}"
+        counts, times, pieces = [], [], []
+        for grain, first, last in window.pieces():
+            params += [first, last]
+            pieces.append((grain, f"period >= {self.mark}{len(params) - 1} AND period <= {self.mark}{len(params)}"))
+        for grain, where in pieces:
+            counts.append(f"SELECT {group} AS g, status, reason, n FROM {self.rollup('counts', grain)}"
+                          f" WHERE {where}{filters}")
+            times.append(f"SELECT {group} AS g, seconds, n FROM {self.rollup('times', grain)} WHERE {where}{filters}")
+        if not pieces:
+            return []
+        count_rows = await self._rows(f"SELECT g, status, reason, sum(n) FROM ({' UNION ALL '.join(counts)})"
+                                      " AS c GROUP BY g, status, reason", tuple(params))
+        time_rows = await self._rows(f"SELECT g, seconds, sum(n) FROM ({' UNION ALL '.join(times)})"
+                                     " AS t GROUP BY g, seconds", tuple(params))
+        return figures(((g, st, r, int(n)) for g, st, r, n in count_rows),
+                       ((g, int(sec), int(n)) for g, sec, n in time_rows))
+
+    def rollup(self, kind: str, grain: str) -> str:
+        """Where a rollup is read: its table (PostgreSQL adds the deltas not folded into it yet)."""
+        return f"stats_{kind}{'_daily' if grain == 'day' else ''}"
+
     async def _events(self, sql: str, params: tuple[Any, ...]) -> list[tuple[int, StatusEvent]]:
         """_read, with the reason filled in for failures stored before reasons existed."""
         return [(seq, with_reason(event)) for seq, event in await self._read(sql, params)]
@@ -52,7 +88,9 @@ class SQLReads:
     async def timeline(self, provider: str, message_id: str) -> list[StatusEvent]:
         m = self.mark
         rows = await self._events(
-            f"SELECT seq, body FROM events WHERE provider = {m}1 AND message_id = {m}2 ORDER BY seq",
+            # `seq + 0`: sorting a message's few events, so no index ordered by seq (events_by_provider)
+            # looks cheaper to the planner than finding them by their message.
+            f"SELECT seq, body FROM events WHERE provider = {m}1 AND message_id = {m}2 ORDER BY seq + 0",
             (provider, message_id))
         return [event for _, event in rows]
 

@@ -303,6 +303,9 @@ class SQLiteSink(SQLReads):
         sql, params = KEPT.listing(endpoint, limit)
         return [unread_json(row) for row in await self._fetch(sql, tuple(params))]
 
+    async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return await self._fetch(sql, params)
+
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         def run() -> list[tuple[Any, ...]]:
             conn = self.connect()

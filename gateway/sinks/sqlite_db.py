@@ -13,9 +13,92 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from gateway.country import country_of
 from gateway.model import Status
 from gateway.sinks.base import Rows, rows_by_table
 from gateway.sinks.sql import first_occurrences
+from gateway.stats import BUCKETS
+
+# --- the stats' facts (schema 6) ------------------------------------------------------------------
+# A message's row in `messages` keeps, besides its current status, what /v1/stats needs: endpoint,
+# country and first-seen time (from its first event), its current status and reason, and the
+# first sent-or-earlier and first delivered times (provider's and ours). Triggers on that row keep
+# the rollups: messages by (provider, endpoint, country, hour first seen, status, reason), and
+# times to deliver by the same keys and whole seconds (so a 24 h or all-time figure reads a few
+# thousand rows, never the events). Inbound messages (status received) are not counted.
+_FIRST = "CASE WHEN excluded.{c} IS NOT NULL AND (messages.{c} IS NULL OR excluded.{c} < messages.{c})" \
+         " THEN excluded.{c} ELSE messages.{c} END"
+_GREATER = ("(excluded.rank, excluded.occurred_at, excluded.received_at)"
+            " > (messages.rank, messages.occurred_at, messages.received_at)")
+MOVE_CURRENT = f"""CREATE TRIGGER events_move_current AFTER INSERT ON events BEGIN
+    INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id, endpoint, country,
+                          created_at, status, reason, start_occ, start_rcv, done_occ, done_rcv)
+    VALUES (NEW.provider, NEW.message_id, NEW.rank, NEW.occurred_at, NEW.received_at, NEW.id,
+            coalesce(NEW.endpoint, ''), coalesce(NEW.country, 'unknown'), NEW.received_at, NEW.status,
+            coalesce(NEW.reason, ''),
+            CASE WHEN NEW.rank BETWEEN 1 AND 3 AND NEW.status != 'received' THEN nullif(NEW.occurred_at, '') END,
+            CASE WHEN NEW.rank BETWEEN 1 AND 3 AND NEW.status != 'received' THEN NEW.received_at END,
+            CASE WHEN NEW.status = 'delivered' THEN nullif(NEW.occurred_at, '') END,
+            CASE WHEN NEW.status = 'delivered' THEN NEW.received_at END)
+    ON CONFLICT (provider, message_id) DO UPDATE SET
+        {", ".join(f"{c} = CASE WHEN {_GREATER} THEN excluded.{c} ELSE messages.{c} END"
+                   for c in ("rank", "occurred_at", "received_at", "event_id", "status", "reason"))},
+        {", ".join(f"{c} = {_FIRST.format(c=c)}" for c in ("start_occ", "start_rcv", "done_occ", "done_rcv"))};
+END"""
+# Seconds from the first sent-or-earlier to the first delivered: the provider's times where both
+# exist, else ours; kept to within a few per cent (gateway/stats.py, BUCKETS), so that a day's
+# times are a few hundred rows whatever the traffic.
+_SPAN = ("max(0, CAST(round((julianday(CASE WHEN {m}.done_occ IS NOT NULL AND {m}.start_occ IS NOT NULL"
+         " THEN {m}.done_occ ELSE {m}.done_rcv END) - julianday(CASE WHEN {m}.done_occ IS NOT NULL AND"
+         " {m}.start_occ IS NOT NULL THEN {m}.start_occ ELSE {m}.start_rcv END)) * 86400) AS INTEGER))")
+SECONDS = ("(CASE WHEN {m}.done_rcv IS NULL OR {m}.start_rcv IS NULL THEN NULL"
+           + "".join(f" WHEN {_SPAN} < {limit} THEN {_SPAN} / {step} * {step}" for limit, step in BUCKETS)
+           + f" ELSE {_SPAN} / 3600 * 3600 END)")
+# Two grains of each rollup: by hour (for a window's first and last day) and by day (the days in
+# between, and all time): a figure reads a few thousand rows however long its window.
+GRAINS = {"": 13, "_daily": 10}  # table suffix → the length of received_at its period keeps
+_KEY = "{m}.provider, {m}.endpoint, {m}.country, substr({m}.created_at, 1, {n})"
+_KEY_MATCH = ("provider = {m}.provider AND endpoint = {m}.endpoint AND country = {m}.country"
+              " AND period = substr({m}.created_at, 1, {n})")
+
+
+def _stats_schema() -> list[str]:
+    statements = []
+    for suffix, n in GRAINS.items():
+        counts, times = f"stats_counts{suffix}", f"stats_times{suffix}"
+        key, new, old = _KEY.format(m="m", n=n), _KEY.format(m="NEW", n=n), _KEY_MATCH.format(m="OLD", n=n)
+        statements += [
+            f"""CREATE TABLE {counts} (provider TEXT NOT NULL, endpoint TEXT NOT NULL, country TEXT NOT NULL,
+                period TEXT NOT NULL, status TEXT NOT NULL, reason TEXT NOT NULL, n INTEGER NOT NULL,
+                PRIMARY KEY (provider, endpoint, country, period, status, reason)) WITHOUT ROWID""",
+            f"""CREATE TABLE {times} (provider TEXT NOT NULL, endpoint TEXT NOT NULL, country TEXT NOT NULL,
+                period TEXT NOT NULL, seconds INTEGER NOT NULL, n INTEGER NOT NULL,
+                PRIMARY KEY (provider, endpoint, country, period, seconds)) WITHOUT ROWID""",
+            f"CREATE INDEX {counts}_by_period ON {counts} (period)",
+            f"CREATE INDEX {times}_by_period ON {times} (period)",
+            f"""INSERT INTO {counts} SELECT {key}, m.status, m.reason, count(*) FROM messages m
+                WHERE m.status != 'received' GROUP BY 1, 2, 3, 4, 5, 6""",
+            f"""INSERT INTO {times} SELECT * FROM (SELECT {key}, {SECONDS.format(m="m")} AS s, count(*)
+                FROM messages m WHERE m.status != 'received' GROUP BY 1, 2, 3, 4, 5) WHERE s IS NOT NULL""",
+            f"""CREATE TRIGGER messages_count_new{suffix} AFTER INSERT ON messages WHEN NEW.status != 'received' BEGIN
+                INSERT INTO {counts} VALUES ({new}, NEW.status, NEW.reason, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+            END""",
+            f"""CREATE TRIGGER messages_count_moved{suffix} AFTER UPDATE ON messages
+                WHEN NEW.status != 'received' AND (OLD.status != NEW.status OR OLD.reason != NEW.reason) BEGIN
+                UPDATE {counts} SET n = n - 1 WHERE {old} AND status = OLD.status AND reason = OLD.reason;
+                INSERT INTO {counts} VALUES ({new}, NEW.status, NEW.reason, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+            END""",
+            f"""CREATE TRIGGER messages_time_moved{suffix} AFTER UPDATE ON messages
+                WHEN NEW.status != 'received' AND {SECONDS.format(m="OLD")} IS NOT {SECONDS.format(m="NEW")} BEGIN
+                UPDATE {times} SET n = n - 1 WHERE {old} AND seconds = {SECONDS.format(m="OLD")};
+                INSERT INTO {times} SELECT {new}, {SECONDS.format(m="NEW")}, 1
+                WHERE {SECONDS.format(m="NEW")} IS NOT NULL ON CONFLICT DO UPDATE SET n = n + 1;
+            END""",
+        ]
+    return statements
+
+
+STATS_SCHEMA = _stats_schema()
 
 # Each entry brings the schema from its index to the next version; PRAGMA user_version records it.
 # Every event touches two B-trees at random places (its message's index entry and current row);
@@ -120,13 +203,48 @@ MIGRATIONS: list[list[str]] = [
         "ALTER TABLE events ADD COLUMN reason TEXT",
         "CREATE INDEX events_by_reason ON events (reason, seq) WHERE reason IS NOT NULL",
     ],
+    # 6: the facts /v1/stats reads, kept in the same write as each event (docs/architecture.md, Stats)
+    [
+        "ALTER TABLE events ADD COLUMN endpoint TEXT",
+        "ALTER TABLE events ADD COLUMN country TEXT",
+        *[f"ALTER TABLE messages ADD COLUMN {column}" for column in (
+            "endpoint TEXT NOT NULL DEFAULT ''", "country TEXT NOT NULL DEFAULT 'unknown'",
+            "created_at TEXT NOT NULL DEFAULT ''", "status TEXT NOT NULL DEFAULT ''",
+            "reason TEXT NOT NULL DEFAULT ''", "start_occ TEXT", "start_rcv TEXT", "done_occ TEXT", "done_rcv TEXT")],
+        # Messages stored before: their facts from their events (country_of is the gateway's, registered by migrate).
+        """UPDATE messages SET
+            endpoint = coalesce(json_extract(CAST(e.body AS TEXT), '$.endpoint'), ''),
+            status = e.status, reason = coalesce(e.reason, ''),
+            created_at = f.created_at, country = country_of(f.to_), start_occ = f.start_occ,
+            start_rcv = f.start_rcv, done_occ = f.done_occ, done_rcv = f.done_rcv
+        FROM events e, (SELECT provider, message_id, min(received_at) AS created_at,
+                json_extract(CAST(min(body) AS TEXT), '$.to') AS to_,
+                min(CASE WHEN rank BETWEEN 1 AND 3 AND status != 'received' THEN nullif(occurred_at, '') END)
+                    AS start_occ,
+                min(CASE WHEN rank BETWEEN 1 AND 3 AND status != 'received' THEN received_at END) AS start_rcv,
+                min(CASE WHEN status = 'delivered' THEN nullif(occurred_at, '') END) AS done_occ,
+                min(CASE WHEN status = 'delivered' THEN received_at END) AS done_rcv
+            FROM events GROUP BY provider, message_id) AS f
+        WHERE e.provider = messages.provider AND e.message_id = messages.message_id AND e.id = messages.event_id
+          AND f.provider = messages.provider AND f.message_id = messages.message_id""",
+        *STATS_SCHEMA,
+        "DROP TRIGGER events_move_current",
+        MOVE_CURRENT,
+        # /v1/events' filters by index, not by scanning (the events' own order is seq)
+        "CREATE INDEX events_by_status ON events (status, seq)",
+        "CREATE INDEX events_by_provider ON events (provider, seq)",
+        "CREATE INDEX events_by_time ON events (received_at)",
+        "ANALYZE",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
-EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body, reason)
+EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_EVENTS = """INSERT INTO events (id, provider, message_id, status, rank, occurred_at, received_at, body, reason,
+                    endpoint, country)
 VALUES {rows} ON CONFLICT (provider, message_id, id) DO NOTHING"""
-# (id, provider, message_id, status, rank, occurred_at, received_at, body, reason category or None)
-Row = tuple[str, str, str, str, int, str, str, bytes, str | None]
+# (id, provider, message_id, status, rank, occurred_at, received_at, body, reason category or None,
+#  endpoint, country)
+Row = tuple[str, str, str, str, int, str, str, bytes, str | None, str, str]
 
 
 class WriterTurn:
@@ -169,6 +287,7 @@ def connect(path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000
 def migrate(conn: sqlite3.Connection) -> None:
     """Create or upgrade the schema in one transaction; refuse a file from a newer gateway."""
     conn.execute("PRAGMA journal_mode = WAL")
+    conn.create_function("country_of", 1, country_of, deterministic=True)  # schema 6 fills old messages' country
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = conn.execute("PRAGMA user_version").fetchone()[0]

@@ -26,6 +26,7 @@ import threading
 
 import orjson
 
+from gateway.country import country_of
 from gateway.model import STATUS_TABLE
 from gateway.sinks.base import Rows
 from gateway.sinks.sqlite_db import Row, WriterTurn, connect, insert_events
@@ -45,7 +46,8 @@ def row_of(line: bytes) -> Row:
     status = event["status"]  # an unknown word is a KeyError in RANKS: the line is refused
     reason = event.get("reason")
     return (event["id"], event["provider"], event["message_id"], status, RANKS[status],
-            event["occurred_at"] or "", event["received_at"], line, reason["category"] if reason else None)
+            event["occurred_at"] or "", event["received_at"], line, reason["category"] if reason else None,
+            event["endpoint"], country_of(event.get("to")))
 
 
 class Writer:

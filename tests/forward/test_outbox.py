@@ -120,7 +120,7 @@ async def test_data_current_is_the_status_the_write_left_and_the_request_verifie
     assert standardwebhooks.Webhook(SECRET).verify(body, sent_headers)["data"]["id"] == late_sent.id
 
 
-@pytest.mark.parametrize("version", [1, 2, 3, 4])
+@pytest.mark.parametrize("version", [1, 2, 3, 4, 5])
 async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, version: int) -> None:
     path = tmp_path / f"v{version}.db"
     conn = sqlite_db.connect(str(path))
@@ -150,7 +150,7 @@ async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, ve
         assert await store.keep_part("sms", "vonage", part) is not None  # schema 4
     finally:
         await store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 5
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 6
 
 
 async def test_a_postgres_store_of_the_previous_schema_upgrades_in_place(postgres_dsn: str) -> None:
