@@ -7,6 +7,7 @@ that did not pass it (the dashboard will sit behind the same check).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator
 from datetime import datetime, timezone
@@ -14,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import Request, cookie_parser
 from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Mount, Route
 
@@ -24,6 +25,7 @@ from gateway.model import CATEGORIES, Status, utc_iso
 from gateway.sinks import Store
 from gateway.sinks.base import DELIVERY_STATES, Outbox
 from gateway.stats import GROUPINGS, Window, moment
+from gateway.ui import COOKIE, valid_session
 from gateway.webhook import Receive, Scope, Send
 
 MAX_LIMIT = 1000
@@ -32,34 +34,53 @@ STREAM_BATCH = 500
 STREAM_KEEPALIVE = 15.0
 
 
-def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock) -> Mount:
+def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock,
+              stopping: asyncio.Event | None = None) -> Mount:
+    """`stopping`: set when the server begins to shut down; open streams end then, so they do not
+    hold the shutdown up (their clients reconnect, to another replica or to this one restarted)."""
     return Mount("/v1", routes=[
         Route("/messages/{provider}/{message_id:path}", partial(get_message, store=store)),
         Route("/events", partial(list_events, store=store)),
-        Route("/stream", partial(stream, store=store)),
+        Route("/stream", partial(stream, store=store, stopping=stopping or asyncio.Event())),
         Route("/stats", partial(get_stats, store=store, clock=clock)),
         Route("/unread", partial(list_unread, store=store)),
         Route("/deliveries", partial(list_deliveries, outbox=outbox)),
         Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
         Route("/deliveries/{delivery_id}/redeliver", partial(redeliver, outbox=outbox, clock=clock),
               methods=["POST"]),
-    ], middleware=[Middleware(BearerAuth, token=token)])
+    ], middleware=[Middleware(BearerAuth, token=token, clock=clock)])
 
 
 class BearerAuth:
-    """ASGI middleware: every request behind it carries `Authorization: Bearer <token>`, or gets 401."""
+    """ASGI middleware: every request behind it carries `Authorization: Bearer <token>`, or gets 401.
 
-    def __init__(self, app: Any, *, token: str) -> None:
+    A GET may instead carry the dashboard's session cookie (gateway/ui): the page's script reads
+    with it and never holds the token. Only reads: SameSite=Strict already keeps other sites'
+    requests from carrying it, and a change (redeliver) still needs the token itself.
+    """
+
+    def __init__(self, app: Any, *, token: str, clock: Clock) -> None:
         self.app = app
         self.token = token.encode()
+        self._token = token
+        self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not self._session(scope):
             header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             scheme, _, given = header.partition(b" ")
             if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
                 raise Unauthorized("send Authorization: Bearer <server.api_token>")
         await self.app(scope, receive, send)
+
+    def _session(self, scope: Scope) -> bool:
+        if scope["method"] not in ("GET", "HEAD"):
+            return False
+        header = next((value for name, value in scope["headers"] if name == b"cookie"), None)
+        if header is None:
+            return False
+        value = cookie_parser(header.decode("latin-1")).get(COOKIE)
+        return valid_session(self._token, value, self._clock().timestamp())
 
 
 async def get_message(request: Request, *, store: Store) -> JSONResponse:
@@ -102,7 +123,7 @@ async def list_events(request: Request, *, store: Store) -> JSONResponse:
     return JSONResponse({"events": [event.to_json() for _, event in events]})
 
 
-async def stream(request: Request, *, store: Store) -> StreamingResponse:
+async def stream(request: Request, *, store: Store, stopping: asyncio.Event) -> StreamingResponse:
     """Server-Sent Events of new events: `id:` is the store's sequence, `data:` the event's JSON.
 
     It reads the store, not this process, so every replica streams every replica's events; a
@@ -115,21 +136,22 @@ async def stream(request: Request, *, store: Store) -> StreamingResponse:
     if after is None:  # from now on
         newest = await store.recent(limit=1)
         after = newest[0][0] if newest else 0
-    return StreamingResponse(_events_after(store, after), media_type="text/event-stream",
+    return StreamingResponse(_events_after(store, after, stopping), media_type="text/event-stream",
                              headers={"cache-control": "no-store", "x-accel-buffering": "no"})
 
 
-async def _events_after(store: Store, after: int) -> AsyncIterator[bytes]:
+async def _events_after(store: Store, after: int, stopping: asyncio.Event) -> AsyncIterator[bytes]:
     yield b": stream of status-gateway events\n\n"
     quiet = 0.0
-    while True:
+    while not stopping.is_set():
         rows = await store.recent(after_seq=after, limit=STREAM_BATCH)
         for seq, event in reversed(rows):  # oldest first
             yield b"id: %d\ndata: %s\n\n" % (seq, event.dumps())
             after = seq
         if len(rows) == STREAM_BATCH:
             continue  # more are waiting
-        await asyncio.sleep(STREAM_POLL)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), STREAM_POLL)
         quiet = 0.0 if rows else quiet + STREAM_POLL
         if quiet >= STREAM_KEEPALIVE:  # a comment line, so proxies keep an idle stream open
             quiet = 0.0

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import cast
+from types import FrameType
+from typing import Any, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -26,6 +30,7 @@ from gateway.load import CallbackLoad
 from gateway.metrics import metrics_endpoint
 from gateway.sinks import Part, Sink, Store, open_sink, sink_label
 from gateway.sinks.base import Outbox
+from gateway.ui import ui_routes
 from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
@@ -41,12 +46,13 @@ class Gateway:
     """
 
     def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks,
-                 dispatcher: Dispatcher | None = None) -> None:
+                 dispatcher: Dispatcher | None = None, stopping: asyncio.Event | None = None) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
         self.dispatcher = dispatcher
         self.state = rest.state
+        self.stopping = stopping or asyncio.Event()  # the server was told to stop: streams end
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -61,6 +67,7 @@ class Gateway:
 
     async def lifespan(self, receive: Receive, send: Send) -> None:
         await receive()  # lifespan.startup
+        _tell_on_exit_signals(self.stopping)
         async with AsyncExitStack() as opened:
             try:
                 for _, sink in self.sinks:
@@ -100,14 +107,39 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     store = sinks[store_at][1] if store_at is not None else None
     callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None, load,
                                 cast(Store | None, store))
+    stopping = asyncio.Event()
     if config.server.api_token and store is not None:
-        routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock))
+        routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock,
+                                stopping=stopping))
+        routes += ui_routes(config.server.api_token, clock)
 
     app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return Gateway(callbacks, app, sinks, dispatcher)
+    return Gateway(callbacks, app, sinks, dispatcher, stopping)
+
+
+def _tell_on_exit_signals(stopping: asyncio.Event) -> None:
+    """Sets `stopping` on SIGTERM or SIGINT, then lets uvicorn's own handler run.
+
+    uvicorn waits for open responses before it shuts the app down; an open /v1/stream (a
+    dashboard left open) would hold every shutdown to its graceful timeout. Under a test client
+    (not the main thread) there is nothing to hook, and nothing that waits.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(number)
+        if not callable(previous):
+            continue
+
+        def handler(sig: int, frame: FrameType | None, previous: Callable[..., Any] = previous) -> None:
+            loop.call_soon_threadsafe(stopping.set)
+            previous(sig, frame)
+
+        signal.signal(number, handler)
 
 
 def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,

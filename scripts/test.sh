@@ -11,6 +11,12 @@ if ! command -v pg_ctl >/dev/null && ! ls /usr/lib/postgresql/*/bin/pg_ctl >/dev
     # The package's own cluster is not needed: the tests run their own on a free loopback port.
     $sudo sh -c 'command -v pg_ctlcluster >/dev/null && pg_ctlcluster --skip-systemctl-redirect "$(ls /usr/lib/postgresql | sort -n | tail -1)" main stop' 2>/dev/null || true
 fi
+if ! command -v chromium >/dev/null; then
+    echo "installing Debian's chromium (the dashboard's browser test drives it with Playwright)…" >&2
+    sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
 # Static checks first: lint and strict typing of the shipped packages (settings in pyproject.toml).

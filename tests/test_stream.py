@@ -115,3 +115,26 @@ def test_tail_follow_url_prints_what_the_gateway_streams(tmp_path: Path) -> None
         tail.stderr.close()
         gateway.stop()
     assert all(json.loads(line)["provider"] == "twilio" for line in lines if line.strip())
+
+
+def test_an_open_stream_ends_when_the_gateway_is_told_to_stop(tmp_path: Path) -> None:
+    """uvicorn waits for open responses before it shuts the app down: a dashboard left open would
+    hold every SIGTERM to the whole graceful timeout, then be cancelled. The stream ends first."""
+    from tests.conftest import API_TOKEN
+
+    gateway = start_gateway(tmp_path, config_document(tmp_path))
+    ended = threading.Event()
+
+    def read() -> None:
+        with http_client.Client() as client, client.lines(gateway.url + "/v1/stream", read_timeout=60,
+                                                          headers={"Authorization": f"Bearer {API_TOKEN}"}) as (_, lines):
+            for _ in lines:
+                connected.set()
+        ended.set()  # the server ended the stream: no timeout, no reset
+
+    connected = threading.Event()
+    threading.Thread(target=read, daemon=True).start()
+    assert connected.wait(30)
+    gateway.stop(timeout=20)  # well inside uvicorn's 30 s graceful timeout
+    assert ended.wait(5) and gateway.shut_down_cleanly
+    assert not any("graceful shutdown exceeded" in line for line in gateway.lines)
