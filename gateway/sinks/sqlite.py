@@ -11,6 +11,7 @@ import asyncio
 import os
 import sqlite3
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -41,6 +42,7 @@ T = TypeVar("T")
 OUTBOX = OutboxSQL("?")
 KEPT = KeptSQL("?")
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
+READERS = 4  # threads reading for /v1 and the CLI, each with its own kept connection
 MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
 
 
@@ -76,6 +78,9 @@ class SQLiteSink(SQLReads):
         self._kept_conn: sqlite3.Connection | None = None  # synchronous=FULL: what it keeps is acknowledged
         self._finishes: Batcher[tuple[Attempt, str | None]] = Batcher(
             self._finish_batch, what="the SQLite outbox", max_batch=1024)
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
 
     def connect(self) -> sqlite3.Connection:
         return connect(self.path, synchronous=self._synchronous, busy_timeout_ms=self._busy_timeout_ms)
@@ -167,6 +172,13 @@ class SQLiteSink(SQLReads):
     async def close(self) -> None:
         """Sends what is queued, then ends the writer's input: it commits and answers all of it first."""
         self._closing = True
+        if self._readers is not None:
+            self._readers.shutdown()
+            self._readers = None
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
+            self._reader = threading.local()
         await self._finishes.drain()
         if self._outbox_thread is not None:
             await asyncio.get_running_loop().run_in_executor(self._outbox_thread, self._close_outbox)
@@ -307,15 +319,23 @@ class SQLiteSink(SQLReads):
         return await self._fetch(sql, params)
 
     async def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A read on one of READERS threads, each with its connection kept open: opening one per
+        read (schema parse, cold page cache) was most of a message lookup's 4-10 ms."""
         def run() -> list[tuple[Any, ...]]:
-            conn = self.connect()
+            conn = getattr(self._reader, "conn", None)
+            if conn is None:
+                conn = self._reader.conn = self.connect()
+                self._reader_conns.append(conn)
             try:
                 return [tuple(row) for row in conn.execute(sql, params)]
-            finally:
-                conn.close()
+            except sqlite3.Error:
+                self._reader.conn = None  # the next read on this thread opens a new one
+                raise
 
+        if self._readers is None:
+            self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="sqlite-read")
         try:
-            return await asyncio.to_thread(run)
+            return await asyncio.get_running_loop().run_in_executor(self._readers, run)
         except sqlite3.Error as exc:
             raise SinkUnavailable(f"cannot read the SQLite store: {exc}") from exc
 
