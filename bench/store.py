@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import os
 import random
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -58,6 +60,13 @@ def raw_fields(provider: str, sid: str, word: str, to: str, code: str | None) ->
                           "detail": "Message failed"}} if code else {})}
 
 
+def message_id(provider: str, index: int) -> str:
+    """As the vendors make them, in no order: a Twilio SID, a Vonage UUID. (Ids in arrival order
+    would make every index insert land at the end of its B-tree, which no real store sees.)"""
+    digest = hashlib.md5(f"{provider}{index}".encode()).hexdigest()
+    return "SM" + digest if provider == "twilio" else str(uuid.UUID(digest))
+
+
 def events(total: int, seed: int = 1) -> Iterator[StatusEvent]:
     """`total` events of messages in blocks of 500: each block's first events, then its seconds,
     then its lasts, so a message's events are some thousand writes apart, as under load."""
@@ -73,7 +82,7 @@ def events(total: int, seed: int = 1) -> Iterator[StatusEvent]:
             ending = "expired" if roll < 0.001 else "undelivered" if roll < 0.09 else "delivered"
             to = rng.choice(NUMBERS) + f"{rng.randrange(10 ** 5):05d}"
             created = T0 + SPAN * (index / messages)
-            block.append((provider, f"msg-{index:09d}", words + [ending], to, created, rng.randrange(2, 600)))
+            block.append((provider, message_id(provider, index), words + [ending], to, created, rng.randrange(2, 600)))
             index += 1
         for step in range(3):
             for provider, sid, words, to, created, delay in block:
@@ -130,8 +139,9 @@ async def reads(store: Store, written: int, total: int, samples: int, rng: rando
     latest = T0 + SPAN * (messages / (total / 3 + 1)) if written else T0
 
     async def lookup() -> None:
-        message = f"msg-{rng.randrange(messages):09d}"
+        index = rng.randrange(messages)
         for provider in ("twilio", "vonage"):
+            message = message_id(provider, index)
             if await store.current(provider, message) is not None:
                 await store.timeline(provider, message)
                 return
