@@ -111,7 +111,8 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock,
                                 stopping=stopping))
-        routes += ui_routes(config.server.api_token, clock)
+        routes += ui_routes(config.server.api_token, clock,
+                            https=(config.server.public_url or "").startswith("https://"))
 
     app = Starlette(routes=routes, exception_handlers={GatewayError: refuse, HTTPException: refuse})
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect

@@ -137,6 +137,7 @@ def test_the_session_cookie_reads_but_does_not_change(gateway_process: GatewayPr
     assert login.status_code == 303 and login.headers["location"] == "/ui"
     session = login.headers["set-cookie"].split(";")[0]
     assert "HttpOnly" in login.headers["set-cookie"] and "SameSite=strict" in login.headers["set-cookie"]
+    assert "Secure" in login.headers["set-cookie"]  # public_url is https: TLS may end at a proxy in front
     assert http_client.get(gateway.url + "/v1/stats", headers={"Cookie": session}).status_code == 200
     redeliver = http_client.post(gateway.url + "/v1/deliveries/x/redeliver", headers={"Cookie": session})
     assert redeliver.status_code == 401

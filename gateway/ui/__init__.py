@@ -44,7 +44,8 @@ def valid_session(token: str, value: str | None, now: float) -> bool:
     return hmac.compare_digest(value, session_value(token, int(expires)))
 
 
-def ui_routes(token: str, clock: Clock) -> list[Route | Mount]:
+def ui_routes(token: str, clock: Clock, *, https: bool = False) -> list[Route | Mount]:
+    """`https`: the gateway's public URL is https (a proxy may end TLS before it): the cookie is Secure."""
     async def page(request: Request) -> Response:
         if not valid_session(token, request.cookies.get(COOKIE), clock().timestamp()):
             return RedirectResponse("/ui/login", status_code=303)
@@ -67,7 +68,7 @@ def ui_routes(token: str, clock: Clock) -> list[Route | Mount]:
         expires = int(clock().timestamp()) + SESSION_SECONDS
         response = RedirectResponse("/ui", status_code=303)
         response.set_cookie(COOKIE, session_value(token, expires), max_age=SESSION_SECONDS, path="/",
-                            httponly=True, samesite="strict", secure=request.url.scheme == "https")
+                            httponly=True, samesite="strict", secure=https or request.url.scheme == "https")
         return response
 
     async def logout(request: Request) -> Response:
