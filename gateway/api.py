@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import hmac
 from collections.abc import AsyncIterator
-from datetime import datetime, timezone
+from datetime import datetime
 from functools import partial
 from typing import Any
 
@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 
 from gateway.clock import Clock
 from gateway.errors import Malformed, NotFound, Unauthorized
-from gateway.model import CATEGORIES, Status, utc_iso
+from gateway.model import CATEGORIES, Status, parse_iso, utc_iso
 from gateway.sinks import Store
 from gateway.sinks.base import DELIVERY_STATES, Outbox
 from gateway.stats import GROUPINGS, Window, moment
@@ -61,15 +61,14 @@ class BearerAuth:
 
     def __init__(self, app: Any, *, token: str, clock: Clock) -> None:
         self.app = app
-        self.token = token.encode()
-        self._token = token
+        self.token = token
         self._clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and not self._session(scope):
             header = next((value for name, value in scope["headers"] if name == b"authorization"), b"")
             scheme, _, given = header.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token):
+            if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self.token.encode()):
                 raise Unauthorized("send Authorization: Bearer <server.api_token>")
         await self.app(scope, receive, send)
 
@@ -80,7 +79,7 @@ class BearerAuth:
         if header is None:
             return False
         value = cookie_parser(header.decode("latin-1")).get(COOKIE)
-        return valid_session(self._token, value, self._clock().timestamp())
+        return valid_session(self.token, value, self._clock().timestamp())
 
 
 async def get_message(request: Request, *, store: Store) -> JSONResponse:
@@ -222,7 +221,6 @@ def parse_since(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_iso(value)
     except ValueError:
         raise Malformed("since must be an ISO 8601 time, e.g. 2026-01-01T00:00:00Z") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -94,6 +94,12 @@ def utc_iso(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")[:-6] + "Z"  # drops the "+00:00"
 
 
+def parse_iso(text: str) -> datetime:
+    """An ISO 8601 time a user typed ("2026-01-01T00:00:00Z"); one with no zone is UTC. ValueError if not."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
 def parse_utc_iso(text: str) -> datetime:
     """The moment utc_iso() wrote ("…Z")."""
     return datetime.fromisoformat(text.replace("Z", "+00:00"))

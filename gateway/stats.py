@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from gateway.model import Status
+from gateway.model import Status, parse_iso
 
 GROUPINGS = ("provider", "endpoint", "country", "day")
 # How the stores round a time to deliver, in seconds: below each limit, down to a multiple of its
@@ -76,8 +76,7 @@ def moment(value: str | None, now: datetime) -> datetime | None:
     span = DURATION.fullmatch(value.strip())
     if span:
         return now - timedelta(seconds=int(span.group(1)) * UNITS[span.group(2)])
-    parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parse_iso(value.strip())
 
 
 def hour_of(moment: datetime) -> str:

@@ -35,6 +35,7 @@ from gateway.sinks.sql import (
     delivery_json,
     finish_params,
     first_occurrences,
+    first_times,
     part_params,
     parts_of,
     unread_json,
@@ -177,12 +178,7 @@ WITH batch AS (
     ORDER BY provider, message_id, rank DESC, occurred_at DESC, received_at DESC
 ), facts AS (  -- the stats' facts of each message from the batch's new events (postgres_stats.py)
     SELECT n.provider, n.message_id, min(b.endpoint) AS endpoint, min(b.country) AS country,
-        min(n.received_at) AS created_at,
-        min(CASE WHEN n.rank BETWEEN 1 AND 3 AND n.status <> 'received' THEN nullif(n.occurred_at, '') END)
-            AS start_occ,
-        min(CASE WHEN n.rank BETWEEN 1 AND 3 AND n.status <> 'received' THEN n.received_at END) AS start_rcv,
-        min(CASE WHEN n.status = 'delivered' THEN nullif(n.occurred_at, '') END) AS done_occ,
-        min(CASE WHEN n.status = 'delivered' THEN n.received_at END) AS done_rcv
+        min(n.received_at) AS created_at, {first_times("n")}
     FROM new n JOIN batch b ON b.id = n.id GROUP BY n.provider, n.message_id
 ), moved AS (
     INSERT INTO messages (provider, message_id, rank, occurred_at, received_at, event_id, endpoint, country,

@@ -11,6 +11,7 @@ so it is exact at once.
 
 from __future__ import annotations
 
+from gateway.sinks.sql import first_times
 from gateway.stats import BUCKETS
 
 KEY = "provider, endpoint, country, period"
@@ -74,14 +75,10 @@ FACT_COLUMNS = ("endpoint text NOT NULL DEFAULT ''", "country text NOT NULL DEFA
 # Before the country of the messages stored before is known (PostgresSink fills it in between).
 FACTS = [
     *[f"ALTER TABLE messages ADD COLUMN {column}" for column in FACT_COLUMNS],
-    """UPDATE messages m SET endpoint = coalesce(e.body::json->>'endpoint', ''), status = e.status,
+    f"""UPDATE messages m SET endpoint = coalesce(e.body::json->>'endpoint', ''), status = e.status,
         reason = coalesce(e.reason, ''), created_at = f.created_at, start_occ = f.start_occ,
         start_rcv = f.start_rcv, done_occ = f.done_occ, done_rcv = f.done_rcv
-    FROM events e, (SELECT provider, message_id, min(received_at) AS created_at,
-            min(CASE WHEN rank BETWEEN 1 AND 3 AND status <> 'received' THEN nullif(occurred_at, '') END) AS start_occ,
-            min(CASE WHEN rank BETWEEN 1 AND 3 AND status <> 'received' THEN received_at END) AS start_rcv,
-            min(CASE WHEN status = 'delivered' THEN nullif(occurred_at, '') END) AS done_occ,
-            min(CASE WHEN status = 'delivered' THEN received_at END) AS done_rcv
+    FROM events e, (SELECT provider, message_id, min(received_at) AS created_at, {first_times()}
         FROM events GROUP BY provider, message_id) AS f
     WHERE e.id = m.event_id AND f.provider = m.provider AND f.message_id = m.message_id""",
 ]

@@ -108,6 +108,18 @@ class SQLReads:
             (*params, limit))
 
 
+def first_times(alias: str = "") -> str:
+    """A message's first sent-or-earlier and first delivered times over its events, the provider's
+    and ours, as the aggregate columns start_occ, start_rcv, done_occ, done_rcv: the stats' rule
+    (docs/architecture.md, Stats), for PostgreSQL's batch statement and both stores' upgrades."""
+    a = f"{alias}." if alias else ""
+    start, done = f"{a}rank BETWEEN 1 AND 3 AND {a}status <> 'received'", f"{a}status = 'delivered'"
+    return (f"min(CASE WHEN {start} THEN nullif({a}occurred_at, '') END) AS start_occ,"
+            f" min(CASE WHEN {start} THEN {a}received_at END) AS start_rcv,"
+            f" min(CASE WHEN {done} THEN nullif({a}occurred_at, '') END) AS done_occ,"
+            f" min(CASE WHEN {done} THEN {a}received_at END) AS done_rcv")
+
+
 def filters(
     provider: str | None, status: Status | None, since: datetime | None, after_seq: int | None, mark: str,
     reason: str | None = None,

@@ -16,7 +16,7 @@ from typing import Any
 from gateway.country import country_of
 from gateway.model import Status
 from gateway.sinks.base import Rows, rows_by_table
-from gateway.sinks.sql import first_occurrences
+from gateway.sinks.sql import first_occurrences, first_times
 from gateway.stats import BUCKETS
 
 # --- the stats' facts (schema 6) ------------------------------------------------------------------
@@ -212,18 +212,13 @@ MIGRATIONS: list[list[str]] = [
             "created_at TEXT NOT NULL DEFAULT ''", "status TEXT NOT NULL DEFAULT ''",
             "reason TEXT NOT NULL DEFAULT ''", "start_occ TEXT", "start_rcv TEXT", "done_occ TEXT", "done_rcv TEXT")],
         # Messages stored before: their facts from their events (country_of is the gateway's, registered by migrate).
-        """UPDATE messages SET
+        f"""UPDATE messages SET
             endpoint = coalesce(json_extract(CAST(e.body AS TEXT), '$.endpoint'), ''),
             status = e.status, reason = coalesce(e.reason, ''),
             created_at = f.created_at, country = country_of(f.to_), start_occ = f.start_occ,
             start_rcv = f.start_rcv, done_occ = f.done_occ, done_rcv = f.done_rcv
         FROM events e, (SELECT provider, message_id, min(received_at) AS created_at,
-                json_extract(CAST(min(body) AS TEXT), '$.to') AS to_,
-                min(CASE WHEN rank BETWEEN 1 AND 3 AND status != 'received' THEN nullif(occurred_at, '') END)
-                    AS start_occ,
-                min(CASE WHEN rank BETWEEN 1 AND 3 AND status != 'received' THEN received_at END) AS start_rcv,
-                min(CASE WHEN status = 'delivered' THEN nullif(occurred_at, '') END) AS done_occ,
-                min(CASE WHEN status = 'delivered' THEN received_at END) AS done_rcv
+                json_extract(CAST(min(body) AS TEXT), '$.to') AS to_, {first_times()}
             FROM events GROUP BY provider, message_id) AS f
         WHERE e.provider = messages.provider AND e.message_id = messages.message_id AND e.id = messages.event_id
           AND f.provider = messages.provider AND f.message_id = messages.message_id""",

@@ -10,6 +10,7 @@ feed on /v1/stream.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import html
@@ -95,7 +96,9 @@ SECURITY_HEADERS = {
 }
 
 
+@functools.cache
 def _page(name: str) -> str:
+    """A page, read from the package and filled in once per process, not per request."""
     text = (ASSETS / name).read_text()
     first = next(iter(PROVIDERS))
     return (text.replace("{providers}", html.escape(",".join(EVENT_PROVIDERS)))
