@@ -44,6 +44,7 @@ def api_mount(store: Store, token: str, *, outbox: Outbox, clock: Clock,
         Route("/stream", partial(stream, store=store, stopping=stopping or asyncio.Event())),
         Route("/stats", partial(get_stats, store=store, clock=clock)),
         Route("/unread", partial(list_unread, store=store)),
+        Route("/refused", partial(list_refused, store=store)),
         Route("/deliveries", partial(list_deliveries, outbox=outbox)),
         Route("/deliveries/{delivery_id}", partial(get_delivery, outbox=outbox)),
         Route("/deliveries/{delivery_id}/redeliver", partial(redeliver, outbox=outbox, clock=clock),
@@ -180,6 +181,16 @@ async def list_unread(request: Request, *, store: Store) -> JSONResponse:
     query = request.query_params
     return JSONResponse({"unread": await store.unread(endpoint=query.get("endpoint") or None,
                                                       limit=parse_limit(query.get("limit")))})
+
+
+async def list_refused(request: Request, *, store: Store) -> JSONResponse:
+    """The quarantine (SPEC §11): how many each endpoint keeps by refusal, and the newest ones
+    (without their bodies: `status-gateway explain` reads those)."""
+    query = request.query_params
+    since = parse_since(query.get("since"))
+    refused = await store.refused(endpoint=query.get("endpoint") or None, since=utc_iso(since) if since else None,
+                                  limit=parse_limit(query.get("limit")))
+    return JSONResponse({"counts": await store.refused_counts(), "refused": [r.to_json() for r in refused]})
 
 
 async def list_deliveries(request: Request, *, outbox: Outbox) -> JSONResponse:

@@ -7,11 +7,11 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from types import FrameType
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,6 +28,7 @@ from gateway.forward.dispatcher import Dispatcher
 from gateway.forward.outbox import Outbox as OutboxPart
 from gateway.load import CallbackLoad
 from gateway.metrics import metrics_endpoint
+from gateway.quarantine import Quarantine
 from gateway.sinks import Part, Sink, Store, open_sink, sink_label
 from gateway.sinks.base import Outbox
 from gateway.ui import ui_routes
@@ -35,6 +36,14 @@ from gateway.webhook import CallbackRoute, Receive, Scope, Send
 
 log = logging.getLogger("gateway")
 NamedSinks = list[tuple[str, Sink]]  # ("sinks.1:sqlite", the sink), in config order
+
+
+class Service(Protocol):
+    """Work of its own beside the callbacks, for the process's lifetime."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Gateway:
@@ -46,11 +55,11 @@ class Gateway:
     """
 
     def __init__(self, callbacks: dict[str, CallbackRoute], rest: Starlette, sinks: NamedSinks,
-                 dispatcher: Dispatcher | None = None, stopping: asyncio.Event | None = None) -> None:
+                 services: Sequence[Service] = (), stopping: asyncio.Event | None = None) -> None:
         self.callbacks = callbacks
         self.rest = rest
         self.sinks = sinks
-        self.dispatcher = dispatcher
+        self.services = tuple(services)  # the dispatcher, the quarantine's writer: started after the sinks
         self.state = rest.state
         self.stopping = stopping or asyncio.Event()  # the server was told to stop: streams end
 
@@ -73,9 +82,9 @@ class Gateway:
                 for _, sink in self.sinks:
                     await sink.open()
                     opened.push_async_callback(sink.close)
-                if self.dispatcher is not None:  # stopped before the sinks close
-                    await self.dispatcher.start()
-                    opened.push_async_callback(self.dispatcher.stop)
+                for service in self.services:  # stopped before the sinks close
+                    await service.start()
+                    opened.push_async_callback(service.stop)
             except GatewayError as exc:
                 log.error("cannot start: %s", exc)
                 await send({"type": "lifespan.startup.failed", "message": ""})
@@ -105,8 +114,9 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
         Route("/metrics", metrics_endpoint),
     ]
     store = sinks[store_at][1] if store_at is not None else None
+    quarantine = Quarantine(cast(Store, store), config.quarantine) if store is not None else None
     callbacks = callback_routes(config, sinks, clock, dispatcher.wake if dispatcher else None, load,
-                                cast(Store | None, store))
+                                cast(Store | None, store), quarantine)
     stopping = asyncio.Event()
     if config.server.api_token and store is not None:
         routes.append(api_mount(cast(Store, store), config.server.api_token, outbox=cast(Outbox, store), clock=clock,
@@ -118,7 +128,8 @@ def create_app(config: Config, *, clock: Clock = system_clock) -> Gateway:
     app.router.redirect_slashes = False  # a trailing slash changes the signed URL: 404, not a redirect
     app.state.config = config
     app.state.store = store
-    return Gateway(callbacks, app, sinks, dispatcher, stopping)
+    services = [service for service in (dispatcher, quarantine) if service is not None]
+    return Gateway(callbacks, app, sinks, services, stopping)
 
 
 def _tell_on_exit_signals(stopping: asyncio.Event) -> None:
@@ -145,14 +156,14 @@ def _tell_on_exit_signals(stopping: asyncio.Event) -> None:
 
 def callback_routes(config: Config, sinks: NamedSinks, clock: Clock = system_clock,
                     stored: Callable[[], None] | None = None, load: CallbackLoad | None = None,
-                    store: Store | None = None) -> dict[str, CallbackRoute]:
+                    store: Store | None = None, quarantine: Quarantine | None = None) -> dict[str, CallbackRoute]:
     """Each endpoint's path → its route, handing events to these sinks (`stored`: told of each new
     one; `load`: counts the callbacks being verified and stored; `store`: keeps unread callbacks and
-    parts of messages)."""
+    parts of messages; `quarantine`: keeps refused ones)."""
     return {
         endpoint.path: CallbackRoute(endpoint=endpoint.name, path=endpoint.path, provider=endpoint.adapter(),
                                      sinks=sinks, server=config.server, clock=clock, stored=stored, load=load,
-                                     store=store)
+                                     store=store, quarantine=quarantine)
         for endpoint in config.endpoints
     }
 

@@ -53,12 +53,21 @@ class ServerConfig(Strict):
         return value.rstrip("/") if value else value
 
 
+class QuarantineConfig(Strict):
+    """SPEC §11: per endpoint, the newest refused callbacks, at most this many and this many bytes
+    (body, URL and the headers kept); the oldest go first. max_count 0 keeps none."""
+
+    max_count: int = Field(default=1000, ge=0)
+    max_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
 class Document(Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
     endpoints: list[dict[str, Any]]
     # An empty list would acknowledge every callback and keep none of them.
     sinks: list[SinkConfig] = Field(default_factory=lambda: _embedded_default(), min_length=1)
     forward: ForwardConfig | None = None
+    quarantine: QuarantineConfig = Field(default_factory=QuarantineConfig)
 
 
 def _embedded_default() -> list[SinkConfig]:
@@ -84,6 +93,7 @@ class Config:
     sinks: tuple[SinkSettings, ...]
     path: Path | None = None
     forward: ForwardConfig | None = None  # None: nothing is forwarded
+    quarantine: QuarantineConfig = QuarantineConfig()
 
     def endpoint(self, name: str) -> Endpoint:
         for endpoint in self.endpoints:
@@ -155,7 +165,8 @@ def load_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, st
     config = parse_config(read_document(source), os.environ if env is None else env)
     sinks = tuple(sink.resolved(source.parent) for sink in config.sinks)
     _one_sink_per_target(sinks)
-    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source, forward=config.forward)
+    return Config(server=config.server, endpoints=config.endpoints, sinks=sinks, path=source, forward=config.forward,
+                  quarantine=config.quarantine)
 
 
 def _one_sink_per_target(sinks: tuple[SinkSettings, ...]) -> None:
@@ -202,7 +213,8 @@ def parse_config(tree: Any, env: Mapping[str, str]) -> Config:
         seen_paths[endpoint.path] = endpoint.name
     if document.forward is not None:
         _check_forward(document.forward, endpoints, document.sinks)
-    return Config(server=document.server, endpoints=endpoints, sinks=tuple(document.sinks), forward=document.forward)
+    return Config(server=document.server, endpoints=endpoints, sinks=tuple(document.sinks), forward=document.forward,
+                  quarantine=document.quarantine)
 
 
 def _check_forward(forward: ForwardConfig, endpoints: tuple[Endpoint, ...], sinks: list[SinkConfig]) -> None:

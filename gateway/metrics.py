@@ -38,6 +38,10 @@ UNREAD = Counter(
     "gateway_unread_callbacks_total", "Genuine callbacks of a kind no parser reads yet, kept whole (GET /v1/unread)",
     ["provider", "endpoint"],
 )
+QUARANTINED = Counter(
+    "gateway_refused_callbacks_total", "Callbacks refused for their signature or token, kept in the quarantine "
+    "within its bounds (status-gateway refused)", ["endpoint", "code"],
+)
 SINK_WRITE = Histogram(
     # Every sink takes the event at once; each is observed when its own write is done. Labelled by
     # place and type ("sinks.1:sqlite"): two sinks of one type are two series.

@@ -239,6 +239,48 @@ class Unread:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A callback refused for its signature or token, kept so it can be explained and replayed
+    (SPEC §11): the providers never retry a 4xx, and a wrong secret or public_url would otherwise
+    lose every status silently. It holds the request as the check saw it (the signatures too, which
+    re-verifying needs), never a configured secret."""
+
+    id: str
+    endpoint: str
+    provider: str  # the adapter's key ("vonage-sms")
+    code: str  # the refusal: invalid_signature, invalid_token, unsigned_callback
+    detail: str
+    method: str
+    url: str  # the URL that was checked
+    query: str
+    headers: dict[str, str]  # only those the checks read, lower-cased
+    body: bytes
+    received_at: str
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.url) + sum(len(k) + len(v) for k, v in self.headers.items())
+
+    @staticmethod
+    def key(endpoint: str, method: str, url: str, headers: dict[str, str], body: bytes) -> str:
+        """The same request refused twice (a provider's retry, a forger's loop) is kept once."""
+        digest = hashlib.sha256(f"{endpoint}\x1f{method}\x1f{url}\x1f".encode())
+        digest.update(orjson.dumps(headers, option=orjson.OPT_SORT_KEYS))
+        digest.update(body)
+        return digest.hexdigest()[:32]
+
+    def to_json(self, *, with_body: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": self.id, "endpoint": self.endpoint, "provider": self.provider, "code": self.code,
+            "detail": self.detail, "method": self.method, "url": self.url, "received_at": self.received_at,
+            "bytes": len(self.body)}
+        if with_body:
+            data["headers"] = self.headers
+            data["body"] = self.body.decode("utf-8", "replace")
+        return data
+
+
+@dataclass(frozen=True, slots=True)
 class Fragment:
     """One part of a message the provider sends in parts (the SMS API's concatenated inbound SMS).
 

@@ -29,11 +29,13 @@ from gateway.errors import (
     Malformed,
     MethodNotAllowed,
     TooLarge,
+    Unsigned,
     UnsupportedMediaType,
     refusal,
 )
 from gateway.load import CallbackLoad
 from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
+from gateway.quarantine import Quarantine
 from gateway.sinks import Sink, Store
 from providers.base import Inbound, Provider, split_content_type
 
@@ -55,7 +57,8 @@ class CallbackRoute:
 
     def __init__(self, *, endpoint: str, path: str, provider: Provider, sinks: Sequence[tuple[str, Sink]],
                  server: ServerConfig, clock: Clock, stored: Callable[[], None] | None = None,
-                 load: CallbackLoad | None = None, store: Store | None = None) -> None:
+                 load: CallbackLoad | None = None, store: Store | None = None,
+                 quarantine: Quarantine | None = None) -> None:
         self.endpoint = endpoint
         self.path = path
         self.provider = provider
@@ -63,6 +66,7 @@ class CallbackRoute:
         self.clock = clock
         self._stored = stored  # the forwarding dispatcher's wake-up: a new event may have deliveries
         self._store = store  # the first store: it keeps unread callbacks and parts of messages
+        self._quarantine = quarantine  # keeps what is refused for its signature or token (SPEC §11)
         # Counted from a whole body on: a client that sends its body slowly (or never) is not load
         # that makes forwarding step back.
         self._load = load or CallbackLoad()
@@ -74,44 +78,24 @@ class CallbackRoute:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        outcome, event = "accepted", None
+        outcome, event, inbound = "accepted", None, None
         status, headers, body = 200, self._ack_headers, self._ack_body
         counted = False
         try:
             inbound = await self.read_inbound(scope, receive)
             self._load.started()
             counted = True
-            fields = self.provider.verify(inbound)
-            self._last_verified.set(inbound.received_at.timestamp())
-            parsed = self.provider.parse(fields, inbound)
-            parts: list[Fragment] | None = None
-            if isinstance(parsed, Fragment):
-                parts = await self.parts(parsed)
-                outcome = "part" if parts is None else outcome if parts else "duplicate"
-                parsed = self.provider.join(parts) if parts else None
-            if isinstance(parsed, Unread):
-                outcome = "unread"
-                await self.keep(parsed, inbound)
-            elif parsed is None:
-                outcome = "not_a_status" if outcome == "accepted" else outcome
-            else:
-                event = parsed
-                if not await self.deliver(event):
-                    outcome = "duplicate"
-                elif self._stored is not None:
-                    self._stored()
-                if parts and self._store is not None:  # the message is stored: its parts may go
-                    await self._store.forget_parts(self.endpoint, parts)
-                # A retry gets the same answer: the provider did not get the first one.
-                answer = self.provider.answer(event, inbound)
-                if answer is not None:
-                    body, headers = answer[0], _answer_headers(*answer)
+            outcome, event, answer = await self.accept(inbound)
+            if answer is not None:
+                body, headers = answer
         except GatewayError as exc:
             outcome = exc.code
             status, headers, body = refusal(exc)
-            if isinstance(exc, InvalidSignature | InvalidToken):
+            if isinstance(exc, InvalidSignature | InvalidToken | Unsigned) and inbound is not None:
                 # Says which check failed and the URL checked (never a secret), so a proxy mix-up is visible.
                 security_log.warning("%s refused on endpoint %s: %s", exc.code, self.endpoint, exc)
+                if self._quarantine is not None:
+                    self._quarantine.keep(self.endpoint, self.provider, inbound, exc)
         except ClientGone:
             outcome, status = "client_gone", 499
         except Exception:  # a bug: uvicorn answers 500 (the provider retries); counted as such
@@ -130,6 +114,38 @@ class CallbackRoute:
                 "message_id": event.message_id if event else None, "status": event.status.value if event else None,
                 "latency_ms": round((time.perf_counter() - started) * 1000, 3), "http_status": status,
             }})
+
+    async def accept(self, inbound: Inbound) -> tuple[str, StatusEvent | None, tuple[bytes, Headers] | None]:
+        """Verify, parse and keep one callback: (outcome, the event stored or found stored, the
+        answer's body and headers when it is not the ack). Raises the GatewayError it is refused
+        with. A replay from the quarantine comes through here too, with its original time."""
+        outcome, event, answer = "accepted", None, None
+        fields = self.provider.verify(inbound)
+        self._last_verified.set(inbound.received_at.timestamp())
+        parsed = self.provider.parse(fields, inbound)
+        parts: list[Fragment] | None = None
+        if isinstance(parsed, Fragment):
+            parts = await self.parts(parsed)
+            outcome = "part" if parts is None else outcome if parts else "duplicate"
+            parsed = self.provider.join(parts) if parts else None
+        if isinstance(parsed, Unread):
+            outcome = "unread"
+            await self.keep(parsed, inbound)
+        elif parsed is None:
+            outcome = "not_a_status" if outcome == "accepted" else outcome
+        else:
+            event = parsed
+            if not await self.deliver(event):
+                outcome = "duplicate"
+            elif self._stored is not None:
+                self._stored()
+            if parts and self._store is not None:  # the message is stored: its parts may go
+                await self._store.forget_parts(self.endpoint, parts)
+            # A retry gets the same answer: the provider did not get the first one.
+            reply = self.provider.answer(event, inbound)
+            if reply is not None:
+                answer = reply[0], _answer_headers(*reply)
+        return outcome, event, answer
 
     async def parts(self, part: Fragment) -> list[Fragment] | None:
         """Every part of the message once the store holds them all (this one kept durably first,
@@ -268,5 +284,8 @@ def _signed_url(scope: Scope, headers: dict[str, str], path: str, query: str, se
             scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
             host = headers.get("x-forwarded-host", host).split(",")[0].strip()
         base = f"{scheme}://{host}"
-    return f"{base}{path}?{query}" if query else f"{base}{path}"
+    return joined_url(base, path, query)
 
+
+def joined_url(base: str, path: str, query: str) -> str:
+    return f"{base}{path}?{query}" if query else f"{base}{path}"

@@ -65,6 +65,7 @@ class Provider(Protocol):
     ack: ClassVar[tuple[bytes, str]]  # (body, media type) the provider expects on success
     methods: ClassVar[tuple[str, ...]]
     media_types: ClassVar[frozenset[str]]  # accepted Content-Types for a POST
+    signature_headers: ClassVar[tuple[str, ...]]  # what verify() reads besides the body: kept when refused
     Settings: ClassVar[type[Settings]]  # its endpoint keys in config.yaml
     # `simulate`: a normalized word typed for this vendor ("sent" → "submitted"), the error code a
     # failure gets by default, and realistic sequences of one message's callbacks.
@@ -79,6 +80,12 @@ class Provider(Protocol):
 
         Raises InvalidSignature, InvalidToken, Unsigned or Malformed. Nothing is parsed before this.
         """
+        ...
+
+    def explain(self, inbound: Inbound, others: Sequence[Provider]) -> list[str]:
+        """Why this refused request does not verify, and what in config.yaml would change that:
+        one plain sentence per finding, never a secret. `others`: the config's other endpoints of
+        this vendor, whose secrets may be the ones that signed it (a URL pasted into the wrong account)."""
         ...
 
     def parse(self, fields: Fields, inbound: Inbound) -> Parsed:

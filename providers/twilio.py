@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any, ClassVar
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import orjson
 from pydantic import Field, field_validator
@@ -25,7 +25,7 @@ from twilio.request_validator import (
 )
 from twilio.twiml.messaging_response import MessagingResponse
 
-from gateway.errors import InvalidSignature, Malformed
+from gateway.errors import GatewayError, InvalidSignature, Malformed
 from gateway.model import Fragment, Media, Reason, Status, StatusEvent, utc_iso
 from providers.base import (
     Fields,
@@ -204,6 +204,7 @@ class Twilio:
     ack: ClassVar[tuple[bytes, str]] = (ACK, "text/xml")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
+    signature_headers: ClassVar[tuple[str, ...]] = ("x-twilio-signature", "x-twilio-webhooks-signature-settings")
     Settings: ClassVar[type[BaseSettings]] = TwilioSettings
     aliases: ClassVar[dict[str, str]] = {}
     failure_code: ClassVar[str] = "30003"
@@ -255,6 +256,75 @@ class Twilio:
         if algorithm not in (HMAC_SHA1, HMAC_SHA256):
             raise InvalidSignature("unsupported signature algorithm in X-Twilio-Webhooks-Signature-Settings")
         return (validator,), algorithm
+
+    def explain(self, inbound: Inbound, others: Sequence[Any]) -> list[str]:
+        """Tries the URL variants a proxy or a pasted URL produces (scheme, host, port, trailing
+        slash, query) with every Twilio token in the config, exactly (no port guessing of the SDK)."""
+        signature = inbound.headers.get("x-twilio-signature")
+        if not signature:
+            return ["It has no X-Twilio-Signature header: Twilio signs every webhook, so it did not come from "
+                    "Twilio, or a proxy in front of the gateway removed the header. No config change makes it verify."]
+        settings_header = inbound.headers.get("x-twilio-webhooks-signature-settings")
+        endpoints: list[Twilio] = [self, *(o for o in others if isinstance(o, Twilio))]
+        if settings_header is None:
+            algorithm = HMAC_SHA1
+            signers = [(_token_label(e, i), e, v) for e in endpoints for i, v in enumerate(e._validators)]
+        else:
+            key_id = next((value.strip() for name, _, value in (p.partition("=") for p in settings_header.split(","))
+                           if name.strip() == "key"), "")
+            algorithm = get_signature_algorithm(settings_header).upper()
+            signers = [(f"the shared key {key_id} of endpoint {e.endpoint}", e, e._shared_keys[key_id])
+                       for e in endpoints if key_id in e._shared_keys]
+            if not signers:
+                return [f"It is signed with the SharedKey {key_id!r}, which no endpoint's shared_keys holds: add "
+                        f"it to shared_keys of endpoint {self.endpoint}."]
+            if algorithm not in DIGESTS:
+                return [f"It names the signature algorithm {algorithm}, which Twilio does not use: "
+                        "it is not from Twilio."]
+        try:
+            signed, _ = _signed_params(inbound)
+        except GatewayError as exc:
+            return [f"Its body cannot be read the way Twilio signs it: {exc}."]
+        params: Any = _MultiValues.of(signed) if isinstance(signed, list) else {}
+        variants = _url_variants(inbound)
+        for url in variants:
+            for label, owner, validator in signers:
+                if validator.compute_signature(url, params, algorithm) != signature:
+                    continue
+                return self._found(inbound, url, label, owner)
+        return [f"None of the {len(variants)} URL variants tried (http and https, the hosts the request named, with "
+                f"and without a port and a trailing slash) verifies with any of the {len(signers)} Twilio tokens in "
+                f"the config: the request was signed with a token that is not there. If the account's Auth Token was "
+                f"rotated, or the callbacks come from another account or subaccount, add its current token to "
+                f"auth_token of endpoint {self.endpoint} (a list keeps the old one valid while you switch)."]
+
+    def _found(self, inbound: Inbound, url: str, label: str, owner: Twilio) -> list[str]:
+        findings = []
+        checked, signed = urlsplit(inbound.url), urlsplit(url)
+        if owner is not self:
+            findings.append(f"It is signed with {label}: that account's callbacks are sent to endpoint "
+                            f"{self.endpoint}'s URL. Point them at endpoint {owner.endpoint}'s URL (status-gateway "
+                            f"urls), or add that token to auth_token of endpoint {self.endpoint}.")
+        elif label.startswith("the shared key") or len(self._validators) > 1:
+            findings.append(f"It is signed with {label}.")
+        if (checked.scheme, checked.netloc) != (signed.scheme, signed.netloc):
+            findings.append(f"Twilio signed it for {url}, but the gateway checked {inbound.url}: set "
+                            f"server.public_url to {signed.scheme}://{signed.netloc} (a proxy in front of the gateway "
+                            f"changes the scheme, host or port it sees).")
+        if checked.path != signed.path:
+            findings.append(f"Twilio calls the path {signed.path}, not the endpoint's {checked.path} (a trailing slash "
+                            f"changes the signature): set path: {signed.path} on endpoint {self.endpoint}, or set the "
+                            f"URL at Twilio to exactly what `status-gateway urls` prints.")
+        if checked.query != signed.query:
+            findings.append(f"Twilio signed it for the query {signed.query or '(none)'}, not the "
+                            f"{checked.query or '(none)'} that arrived: something between Twilio and the gateway "
+                            f"changed the query string.")
+        if "bodySHA256=" in signed.query:
+            wanted = dict(parse_qsl(signed.query)).get("bodySHA256", "")
+            if hashlib.sha256(inbound.body).hexdigest() != wanted:
+                findings.append("The URL verifies, but the body is not the one Twilio signed (bodySHA256 differs): "
+                                "something on the way changed it. It cannot be replayed.")
+        return findings or [f"It verifies for {url} with {label}."]
 
     def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
         message_id = _first(fields, "MessageSid") or _first(fields, "SmsSid")
@@ -372,6 +442,37 @@ class Twilio:
             headers={"Content-Type": f"{FORM}; charset=utf-8", "X-Twilio-Signature": signature},
             body=urlencode(params).encode(),
         )
+
+
+def _token_label(endpoint: Twilio, index: int) -> str:
+    if len(endpoint._validators) == 1:
+        return f"the auth_token of endpoint {endpoint.endpoint}"
+    return f"auth_token #{index + 1} of endpoint {endpoint.endpoint}"
+
+
+def _url_variants(inbound: Inbound) -> list[str]:
+    """The checked URL first, then each URL a proxy, a port or a pasted slash could have made."""
+    url = urlsplit(inbound.url)
+    hosts = [url.hostname or ""]
+    for header in ("host", "x-forwarded-host"):
+        value = inbound.headers.get(header, "").split(",")[0].strip()
+        name = urlsplit(f"//{value}").hostname if value else None
+        if name and name not in hosts:
+            hosts.append(name)
+    paths = [url.path, url.path.rstrip("/") if url.path.endswith("/") and url.path != "/" else url.path + "/"]
+    queries = [url.query, ""] if url.query else [""]
+    variants = [inbound.url]
+    for scheme in ("https", "http"):
+        ports = [None, url.port, 443 if scheme == "https" else 80]
+        for host in hosts:
+            for port in dict.fromkeys(ports):
+                netloc = host if port is None else f"{host}:{port}"
+                for path in paths:
+                    for query in queries:
+                        candidate = f"{scheme}://{netloc}{path}" + (f"?{query}" if query else "")
+                        if candidate not in variants:
+                            variants.append(candidate)
+    return variants
 
 
 def _signed_by(

@@ -149,6 +149,7 @@ class Vonage:
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("POST",)
     media_types: ClassVar[frozenset[str]] = frozenset({"application/json"})
+    signature_headers: ClassVar[tuple[str, ...]] = ("authorization",)
     Settings: ClassVar[type[BaseSettings]] = VonageSettings
     aliases: ClassVar[dict[str, str]] = {"sent": "submitted", "undelivered": "undeliverable", "failed": "rejected"}
     failure_code: ClassVar[str] = "1250"
@@ -242,6 +243,74 @@ class Vonage:
         if "iat" not in claims:
             raise InvalidToken("the token has no iat claim")
         return claims
+
+    def explain(self, inbound: Inbound, others: Sequence[Any]) -> list[str]:
+        """Reads the token's parts without trusting them, then each check on its own: which
+        configured secret signed it, the body's payload_hash, and the token's age at arrival."""
+        authorization = inbound.headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if not authorization:
+            return ["It has no Authorization header: it was sent unsigned. Turn on signed webhooks for the "
+                    "application (Vonage retries an unsigned callback signed after the 503 it got); an unsigned "
+                    "callback can never be verified, so it cannot be replayed."]
+        if scheme.lower() != "bearer" or not COMPACT_JWS.fullmatch(token):
+            return ["Its Authorization header is not a Vonage token (Bearer and a JWT): it did not come from Vonage."]
+        signing_input, _, signature_part = token.rpartition(".")
+        try:
+            header = orjson.loads(_segment(signing_input.partition(".")[0]))
+            claims = orjson.loads(_segment(signing_input.partition(".")[2]))
+            signature = _segment(signature_part)
+        except (binascii.Error, ValueError):
+            return ["Its token cannot be decoded: it did not come from Vonage."]
+        if not isinstance(header, dict) or not isinstance(claims, dict) or header.get("alg") != "HS256":
+            return ["Its token is not an HS256 JWT, the only kind Vonage signs webhooks with: "
+                    "it did not come from Vonage."]
+        findings = []
+        endpoints: list[Vonage] = [self, *(o for o in others if isinstance(o, Vonage))]
+        owner = next((e for e in endpoints for key in e._keys if HS256.verify(signing_input.encode(), key, signature)),
+                     None)
+        if owner is None:
+            findings.append(f"The token is signed with a secret that is not in the config: add the account's current "
+                            f"signature secret (Dashboard → API Settings → Signature secret) to signature_secret of "
+                            f"endpoint {self.endpoint} (a list keeps the old one valid while you switch).")
+        elif owner is not self:
+            findings.append(f"The token is signed with the signature_secret of endpoint {owner.endpoint}: that "
+                            f"account's webhooks come to endpoint {self.endpoint}'s URL. Point them at endpoint "
+                            f"{owner.endpoint}'s URL (status-gateway urls), or add that secret to signature_secret "
+                            f"of endpoint {self.endpoint}.")
+        payload_hash = claims.get("payload_hash")
+        if not isinstance(payload_hash, str):
+            findings.append("The token has no payload_hash claim, which every Vonage webhook token carries.")
+        elif not hmac.compare_digest(payload_hash.lower(), hashlib.sha256(inbound.body).hexdigest()):
+            findings.append("The body is not the one Vonage signed (its SHA-256 differs from the token's "
+                            "payload_hash): something between Vonage and the gateway changed it. "
+                            "It cannot be replayed.")
+        findings += self._age(claims, inbound)
+        return findings or ["Every check passes for this endpoint's settings."]
+
+    def _age(self, claims: dict[str, Any], inbound: Inbound) -> list[str]:
+        now = inbound.received_at.timestamp()
+        iat: Any = claims.get("iat")
+        exp: Any = claims.get("exp")
+        findings = []
+        if not _is_number(iat):
+            findings.append("The token has no numeric iat claim, which every Vonage webhook token carries.")
+        elif iat > now + self._skew:
+            findings.append(f"The token was issued {iat - now:.0f} s after it arrived: this server's clock is behind. "
+                            f"Fix the clock (NTP), or raise clock_skew of endpoint {self.endpoint} to at least "
+                            f"{math.ceil(iat - now)}.")
+        elif now - iat > self._max_age:
+            findings.append(f"The token was {now - iat:.0f} s old when it arrived, more than max_token_age "
+                            f"({self._max_age} s): raise max_token_age of endpoint {self.endpoint} to at least "
+                            f"{math.ceil(now - iat)}, or check this server's clock (it may run ahead).")
+        if exp is not None and (not _is_number(exp) or exp <= now):
+            late = f"{now - exp:.0f} s before it arrived" if _is_number(exp) else "(its exp is not a number)"
+            findings.append(f"The token had expired {late}: Vonage sent it late, or this server's clock runs ahead.")
+        issuer = claims.get("iss")
+        if issuer is not None and issuer != "Vonage":
+            findings.append(f"The token was issued by {issuer!r}, not Vonage.")
+        return findings
 
     def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
         """A status has `status`; an inbound message has `message_type` and no `status` (v0.1 nested

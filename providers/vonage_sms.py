@@ -17,11 +17,11 @@ import hmac
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import orjson
 
-from gateway.errors import InvalidSignature, Malformed
+from gateway.errors import GatewayError, InvalidSignature, Malformed
 from gateway.model import Fragment, Reason, Status, StatusEvent, Unread, utc_iso
 from providers.base import (
     Fields,
@@ -111,6 +111,7 @@ class VonageSMS:
     ack: ClassVar[tuple[bytes, str]] = (b"", "text/plain")
     methods: ClassVar[tuple[str, ...]] = ("GET", "POST")
     media_types: ClassVar[frozenset[str]] = frozenset({FORM, JSON})
+    signature_headers: ClassVar[tuple[str, ...]] = ()  # sig travels among the fields
     Settings: ClassVar[type[BaseSettings]] = VonageSMSSettings
     aliases: ClassVar[dict[str, str]] = {"sent": "accepted", "sending": "buffered", "undelivered": "failed"}
     failure_code: ClassVar[str] = "2"
@@ -147,6 +148,36 @@ class VonageSMS:
             raise InvalidSignature(f"sig does not match the fields with signature_method {self._method} "
                                    "(check the method and the signature secret)")
         return fields
+
+    def explain(self, inbound: Inbound, others: Sequence[Any]) -> list[str]:
+        """Every signature method with every secret in the config: the Dashboard's method is set
+        per account and the config's may not match it."""
+        try:
+            fields = _received(inbound)
+        except GatewayError as exc:
+            return [f"Its fields cannot be read: {exc}."]
+        signature = fields.pop("sig", None)
+        if not isinstance(signature, str) or not signature:
+            return ["It has no sig field: signed webhooks are off for this API key. Ask Vonage to sign them "
+                    "(Dashboard → API Settings) and set signature_method to match; an unsigned one cannot be replayed."]
+        given, text = signature.lower().encode(), _signing_text(fields)
+        endpoints: list[VonageSMS] = [self, *(o for o in others if isinstance(o, VonageSMS))]
+        for owner in endpoints:
+            for method in get_args(SignatureMethod):
+                if not any(hmac.compare_digest(given, _digest(text, secret, method).encode())
+                           for secret in owner._secrets):
+                    continue
+                if owner is self:
+                    return [f"sig matches signature_method {method}, not {self._method}: set signature_method: "
+                            f"{method} on endpoint {self.endpoint}."]
+                also = f" and set signature_method: {method}" if method != self._method else ""
+                return [f"sig is made with the signature_secret of endpoint {owner.endpoint} (signature_method "
+                        f"{method}): that account's webhooks come to endpoint {self.endpoint}'s URL. Point them at "
+                        f"endpoint {owner.endpoint}'s URL (status-gateway urls), or add that secret to "
+                        f"signature_secret of endpoint {self.endpoint}{also}."]
+        methods = ", ".join(get_args(SignatureMethod))
+        return [f"No signature_secret in the config makes this sig with any method ({methods}): add the account's "
+                f"current signature secret (Dashboard → API Settings) to signature_secret of endpoint {self.endpoint}."]
 
     def parse(self, fields: Fields, inbound: Inbound) -> Parsed:
         """A receipt has `status`; an inbound SMS has `msisdn` and `type` (text, unicode or

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from gateway.model import Fragment, Status, StatusEvent, Unread
+from gateway.model import Fragment, Refused, Status, StatusEvent, Unread
 from gateway.stats import Window
 
 IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]*")
@@ -227,4 +227,22 @@ class Store(Sink, Protocol):
 
     async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """The unread callbacks kept, newest first, as /v1/unread shows them."""
+        ...
+
+    async def quarantine(self, refused: Sequence[Refused], *, max_count: int, max_bytes: int) -> None:
+        """Keep refused callbacks (SPEC §11), each once; then each of their endpoints keeps only
+        its newest, at most `max_count` of them and `max_bytes` in all."""
+        ...
+
+    async def refused(self, *, endpoint: str | None = None, ids: Sequence[str] = (), since: str | None = None,
+                      until: str | None = None, limit: int = 100) -> list[Refused]:
+        """The refused callbacks kept, newest first."""
+        ...
+
+    async def refused_counts(self) -> list[dict[str, Any]]:
+        """How many each endpoint keeps, by refusal code, and the newest one's time."""
+        ...
+
+    async def forget_refused(self, ids: Sequence[str]) -> None:
+        """These were replayed (stored now, or found stored): out of the quarantine."""
         ...

@@ -22,13 +22,14 @@ import asyncpg
 from gateway.country import UNKNOWN as UNKNOWN_COUNTRY
 from gateway.country import country_of
 from gateway.errors import SinkUnavailable
-from gateway.model import Fragment, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Refused, StatusEvent, Unread, utc_iso
 from gateway.sinks import postgres_stats as stats_schema
 from gateway.sinks.base import Attempt, Claimed, Part, Rows, current_json, rows_by_table
 from gateway.sinks.batch import Batcher, Observe, reason
 from gateway.sinks.sql import (
     KeptSQL,
     OutboxSQL,
+    RefusedSQL,
     SQLReads,
     abandoned,
     complete,
@@ -38,6 +39,9 @@ from gateway.sinks.sql import (
     first_times,
     part_params,
     parts_of,
+    refused_counts,
+    refused_of,
+    refused_params,
     unread_json,
     unread_params,
 )
@@ -47,6 +51,7 @@ if TYPE_CHECKING:  # generic only in the stubs
     Connection = asyncpg.pool.PoolConnectionProxy[asyncpg.Record]
 OUTBOX = OutboxSQL("$", lock=" FOR UPDATE SKIP LOCKED")
 KEPT = KeptSQL("$")
+REFUSED = RefusedSQL("$")
 TIMEOUT = 5.0  # seconds for a connection or a statement before the callback is answered 503
 # A whole batch, /readyz probe or read (acquire, statement, release), whatever the server or the link
 # does meanwhile: asyncpg's own timeouts each bound one step, and a dead link can stall a step between.
@@ -153,6 +158,23 @@ MIGRATIONS: list[list[str | Callable[[Connection], Awaitable[None]]]] = [
     ],
     [  # 6: the facts /v1/stats reads, kept in the same write as each event (postgres_stats.py)
         *stats_schema.FACTS, _fill_countries, *stats_schema.ROLLUPS, "ANALYZE",
+    ],
+    [  # 7: refused callbacks, kept to be explained and replayed (SPEC §11)
+        """CREATE TABLE refused (
+            id text PRIMARY KEY,
+            endpoint text NOT NULL,
+            provider text NOT NULL,
+            code text NOT NULL,
+            detail text NOT NULL,
+            method text NOT NULL,
+            url text NOT NULL,
+            query text NOT NULL,
+            headers text NOT NULL,
+            body bytea NOT NULL,
+            received_at text NOT NULL,
+            size integer NOT NULL
+        )""",
+        "CREATE INDEX refused_by_endpoint ON refused (endpoint, received_at)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -413,6 +435,31 @@ class PostgresSink(SQLReads):
             return [unread_json(tuple(record)) for record in await conn.fetch(sql, *params)]
 
         return await self._outbox(work)
+
+    # --- the quarantine (Store protocol): refused callbacks ------------------------------------
+
+    async def quarantine(self, refused: Sequence[Refused], *, max_count: int, max_bytes: int) -> None:
+        async def work(conn: Connection) -> None:
+            await conn.executemany(REFUSED.keep, [refused_params(r) for r in refused])
+            for endpoint in sorted({r.endpoint for r in refused}):
+                await conn.execute(REFUSED.trim, endpoint, max_count, max_bytes)
+
+        await self._outbox(work)
+
+    async def refused(self, *, endpoint: str | None = None, ids: Sequence[str] = (), since: str | None = None,
+                      until: str | None = None, limit: int = 100) -> list[Refused]:
+        sql, params = REFUSED.listing(endpoint=endpoint, ids=ids, since=since, until=until, limit=limit)
+        return [refused_of(row) for row in await self._rows(sql, tuple(params))]
+
+    async def refused_counts(self) -> list[dict[str, Any]]:
+        return refused_counts(await self._rows(REFUSED.counts, ()))
+
+    async def forget_refused(self, ids: Sequence[str]) -> None:
+        if ids:
+            async def work(conn: Connection) -> None:
+                await conn.execute(REFUSED.forget(len(ids)), *ids)
+
+            await self._outbox(work)
 
     def rollup(self, kind: str, grain: str) -> str:
         return stats_schema.rollup(kind, grain)  # with the deltas not folded yet: exact at once

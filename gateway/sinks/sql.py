@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import orjson
 
-from gateway.model import Fragment, Status, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Refused, Status, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt
 from gateway.stats import GROUPINGS, Window, figures
 from providers import EVENT_PROVIDERS, with_reason
@@ -231,6 +231,67 @@ class KeptSQL:
         where, params = (f" WHERE endpoint = {self.mark}1", [endpoint]) if endpoint else ("", [])
         return (f"SELECT id, endpoint, provider, kind, received_at, body FROM unread{where}"
                 f" ORDER BY received_at DESC, id LIMIT {self.mark}{len(params) + 1}", [*params, limit])
+
+
+REFUSED_COLUMNS = "id, endpoint, provider, code, detail, method, url, query, headers, body, received_at"
+
+
+class RefusedSQL:
+    """Statements of the quarantine (SPEC §11): refused callbacks, the newest of each endpoint
+    within its bounds of count and bytes."""
+
+    def __init__(self, mark: str) -> None:
+        m = mark
+        self.mark = m
+        self.keep = (f"INSERT INTO refused ({REFUSED_COLUMNS}, size) VALUES"
+                     f" ({', '.join(f'{m}{n}' for n in range(1, 13))}) ON CONFLICT (id) DO NOTHING")
+        # The newest first; whatever lies past the count or the bytes goes, oldest first.
+        self.trim = ("DELETE FROM refused WHERE id IN (SELECT id FROM (SELECT id, row_number() OVER w AS n,"
+                     f" sum(size) OVER w AS total FROM refused WHERE endpoint = {m}1"
+                     " WINDOW w AS (ORDER BY received_at DESC, id DESC)) AS ranked"
+                     f" WHERE n > {m}2 OR total > {m}3)")
+        self.counts = ("SELECT endpoint, code, count(*), max(received_at) FROM refused"
+                       " GROUP BY endpoint, code ORDER BY endpoint, code")
+
+    def listing(self, *, endpoint: str | None, ids: Sequence[str], since: str | None, until: str | None,
+                limit: int) -> tuple[str, list[Any]]:
+        conditions: list[str] = []
+        params: list[Any] = []
+
+        def mark(value: Any) -> str:
+            params.append(value)
+            return f"{self.mark}{len(params)}"
+
+        if ids:
+            conditions.append(f"id IN ({', '.join(mark(i) for i in ids)})")
+        if endpoint:
+            conditions.append(f"endpoint = {mark(endpoint)}")
+        if since:
+            conditions.append(f"received_at >= {mark(since)}")
+        if until:
+            conditions.append(f"received_at < {mark(until)}")
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return (f"SELECT {REFUSED_COLUMNS} FROM refused{where} ORDER BY received_at DESC, id"
+                f" LIMIT {mark(limit)}"), params
+
+    def forget(self, count: int) -> str:
+        return f"DELETE FROM refused WHERE id IN ({', '.join(f'{self.mark}{n}' for n in range(1, count + 1))})"
+
+
+def refused_params(refused: Refused) -> tuple[Any, ...]:
+    return (refused.id, refused.endpoint, refused.provider, refused.code, refused.detail, refused.method,
+            refused.url, refused.query, orjson.dumps(refused.headers).decode(), refused.body, refused.received_at,
+            refused.size)
+
+
+def refused_of(row: Sequence[Any]) -> Refused:
+    key, endpoint, provider, code, detail, method, url, query, headers, body, received_at = row
+    return Refused(id=key, endpoint=endpoint, provider=provider, code=code, detail=detail, method=method, url=url,
+                   query=query, headers=orjson.loads(headers), body=bytes(body), received_at=received_at)
+
+
+def refused_counts(rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    return [{"endpoint": row[0], "code": row[1], "count": int(row[2]), "last": row[3]} for row in rows]
 
 
 def unread_params(endpoint: str, provider: str, unread: Unread, received_at: str) -> tuple[str, ...]:

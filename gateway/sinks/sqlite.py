@@ -20,12 +20,13 @@ from typing import Any, TypeVar
 import orjson
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Fragment, StatusEvent, Unread, utc_iso
+from gateway.model import Fragment, Refused, StatusEvent, Unread, utc_iso
 from gateway.sinks.base import Attempt, Claimed, Part
 from gateway.sinks.batch import Batcher, Observe, Outcome
 from gateway.sinks.sql import (
     KeptSQL,
     OutboxSQL,
+    RefusedSQL,
     SQLReads,
     abandoned,
     complete,
@@ -33,6 +34,9 @@ from gateway.sinks.sql import (
     finish_params,
     part_params,
     parts_of,
+    refused_counts,
+    refused_of,
+    refused_params,
     unread_json,
     unread_params,
 )
@@ -41,6 +45,7 @@ from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
 T = TypeVar("T")
 OUTBOX = OutboxSQL("?")
 KEPT = KeptSQL("?")
+REFUSED = RefusedSQL("?")
 RESTART_DELAY = 1.0  # seconds before a writer that died is started again
 READERS = 4  # threads reading for /v1 and the CLI, each with its own kept connection
 MIN_FREE_BYTES = 1 << 20  # below this, /readyz says the store is not ready: the next batch may not fit
@@ -314,6 +319,29 @@ class SQLiteSink(SQLReads):
     async def unread(self, *, endpoint: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         sql, params = KEPT.listing(endpoint, limit)
         return [unread_json(row) for row in await self._fetch(sql, tuple(params))]
+
+    # --- the quarantine (Store protocol): refused callbacks ------------------------------------
+
+    async def quarantine(self, refused: Sequence[Refused], *, max_count: int, max_bytes: int) -> None:
+        def work(conn: sqlite3.Connection) -> None:
+            conn.executemany(REFUSED.keep, [refused_params(r) for r in refused])
+            for endpoint in sorted({r.endpoint for r in refused}):
+                conn.execute(REFUSED.trim, (endpoint, max_count, max_bytes))
+
+        # synchronous=NORMAL: a refused callback was answered 4xx, nothing acknowledged waits on it.
+        await self._outbox(work)
+
+    async def refused(self, *, endpoint: str | None = None, ids: Sequence[str] = (), since: str | None = None,
+                      until: str | None = None, limit: int = 100) -> list[Refused]:
+        sql, params = REFUSED.listing(endpoint=endpoint, ids=ids, since=since, until=until, limit=limit)
+        return [refused_of(row) for row in await self._fetch(sql, tuple(params))]
+
+    async def refused_counts(self) -> list[dict[str, Any]]:
+        return refused_counts(await self._fetch(REFUSED.counts, ()))
+
+    async def forget_refused(self, ids: Sequence[str]) -> None:
+        if ids:
+            await self._outbox(lambda conn: conn.execute(REFUSED.forget(len(ids)), tuple(ids)))
 
     async def _rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return await self._fetch(sql, params)

@@ -231,6 +231,23 @@ MIGRATIONS: list[list[str]] = [
         "CREATE INDEX events_by_time ON events (received_at)",
         "ANALYZE",
     ],
+    [  # 7: refused callbacks, kept to be explained and replayed (SPEC §11)
+        """CREATE TABLE refused (
+            id TEXT PRIMARY KEY,
+            endpoint TEXT NOT NULL,
+            provider TEXT NOT NULL,
+            code TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            method TEXT NOT NULL,
+            url TEXT NOT NULL,
+            query TEXT NOT NULL,
+            headers TEXT NOT NULL,
+            body BLOB NOT NULL,
+            received_at TEXT NOT NULL,
+            size INTEGER NOT NULL
+        )""",
+        "CREATE INDEX refused_by_endpoint ON refused (endpoint, received_at)",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 EVENT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
