@@ -453,17 +453,22 @@ def _token_label(endpoint: Twilio, index: int) -> str:
 def _url_variants(inbound: Inbound) -> list[str]:
     """The checked URL first, then each URL a proxy, a port or a pasted slash could have made."""
     url = urlsplit(inbound.url)
-    hosts = [url.hostname or ""]
+    hosts, named_ports = [url.hostname or ""], [url.port]
     for header in ("host", "x-forwarded-host"):
         value = inbound.headers.get(header, "").split(",")[0].strip()
-        name = urlsplit(f"//{value}").hostname if value else None
-        if name and name not in hosts:
-            hosts.append(name)
+        named = urlsplit(f"//{value}") if value else None
+        if named and named.hostname and named.hostname not in hosts:
+            hosts.append(named.hostname)
+        if named and named.hostname:
+            try:
+                named_ports.append(named.port)
+            except ValueError:  # not a port: nothing to try
+                pass
     paths = [url.path, url.path.rstrip("/") if url.path.endswith("/") and url.path != "/" else url.path + "/"]
     queries = [url.query, ""] if url.query else [""]
     variants = [inbound.url]
     for scheme in ("https", "http"):
-        ports = [None, url.port, 443 if scheme == "https" else 80]
+        ports = [None, *named_ports, 443 if scheme == "https" else 80]
         for host in hosts:
             for port in dict.fromkeys(ports):
                 netloc = host if port is None else f"{host}:{port}"

@@ -3,24 +3,33 @@ fixed, replayed: stored once each, with the times they first arrived, and forwar
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import jwt
 import orjson
+import pytest
 import yaml
 from click.testing import CliRunner, Result
 
 from gateway.cli import main
+from gateway.cli_refused import _replay
+from gateway.errors import InvalidToken
+from gateway.model import Refused, utc_iso
+from gateway.quarantine import explain, inbound_of
+from gateway.sinks.sqlite import SQLiteSink
 from tests import http_client
 from tests.conftest import (
     API_TOKEN,
     ENV,
+    NOW,
     PUBLIC_URL,
     TWILIO_TOKEN,
     GatewayProcess,
@@ -38,6 +47,7 @@ from tests.signing import (
     twilio_request,
     vonage_claims,
     vonage_payload,
+    vonage_request,
     vonage_sms_receipt,
 )
 
@@ -231,3 +241,86 @@ def test_a_flood_of_forgeries_stays_within_the_bounds(tmp_path: Path) -> None:
     assert 0 < count <= 50 and size <= 20_000
     assert size + largest > 20_000  # the bytes bound, not anything else, stopped it: one more would not fit
     assert newest == forged[-1][1]  # the newest are the ones kept
+
+
+def refused_from(endpoint: str, provider: str, headers: dict[str, str], body: bytes, url: str,
+                 at: datetime = NOW) -> Refused:
+    kept_headers = {k.lower(): v for k, v in headers.items()}
+    return Refused(id=Refused.key(endpoint, "POST", url, kept_headers, body), endpoint=endpoint, provider=provider,
+                   code="invalid_token", detail="refused", method="POST", url=url, query="", headers=kept_headers,
+                   body=body, received_at=utc_iso(at))
+
+
+def test_a_replayed_vonage_token_is_judged_at_its_arrival_not_at_the_replay(make_config: Any, tmp_path: Path) -> None:
+    config = make_config()
+    headers, body = vonage_request(vonage_payload("delivered"), iat=int(NOW.timestamp()) - 10)
+    refused = refused_from("vonage-main", "vonage", headers, body, PUBLIC_URL + VONAGE_PATH)
+    # Judged now (the wall clock is years before NOW), the token's iat would lie in the future.
+    adapter = config.endpoint("vonage-main").adapter()
+    with pytest.raises(InvalidToken, match="future"):
+        adapter.verify(replace(inbound_of(refused, refused.url), received_at=datetime.now(timezone.utc)))
+
+    async def run() -> list[Any]:
+        store = SQLiteSink(str(tmp_path / "gateway.db"), writer=False)
+        await store.open()
+        await store.quarantine([refused], max_count=10, max_bytes=1 << 20)
+        await store.close()
+        return await _replay(config, [refused.id], None, None, None)
+
+    (result,) = asyncio.run(run())
+    assert (result.kept, result.outcome) == (False, "accepted")
+    assert [at for _, _, at in events(tmp_path / "gateway.db")] == [utc_iso(NOW)]
+
+
+def twilio_refused(url_signed: str, **headers: str) -> Refused:
+    signed_headers, body = twilio_request(twilio_fields("delivered"), url=url_signed)
+    return refused_from("twilio-main", "twilio", {**signed_headers, **headers}, body, PUBLIC_URL + TWILIO_PATH)
+
+
+@pytest.mark.parametrize(("signed_for", "headers", "finding"), [
+    ("https://gw.example.com:8443" + TWILIO_PATH, {"Host": "gw.example.com:8443"},
+     "set server.public_url to https://gw.example.com:8443"),
+    ("http://gw.example.com" + TWILIO_PATH, {}, "set server.public_url to http://gw.example.com"),
+    (PUBLIC_URL + TWILIO_PATH + "/", {}, "set path: /webhooks/twilio/main/ on endpoint twilio-main"),
+    ("https://hooks.example.org" + TWILIO_PATH, {"Host": "hooks.example.org"},
+     "set server.public_url to https://hooks.example.org"),
+], ids=["port", "scheme", "trailing-slash", "host"])
+def test_explain_names_the_url_twilio_signed(make_config: Any, signed_for: str, headers: dict[str, str],
+                                             finding: str) -> None:
+    findings = explain(twilio_refused(signed_for, **headers), make_config())
+    assert any(finding in line for line in findings), findings
+
+
+def test_explain_names_the_other_endpoint_whose_token_signed_it(make_config: Any, tmp_path: Path) -> None:
+    document = config_document(tmp_path)
+    document["endpoints"].append({"name": "twilio-eu", "provider": "twilio", "auth_token": "eu-account-token-0123"})
+    config = make_config(document)
+    signed_headers, body = twilio_request(twilio_fields("delivered"), token="eu-account-token-0123")
+    refused = refused_from("twilio-main", "twilio", signed_headers, body, PUBLIC_URL + TWILIO_PATH)
+    (finding,) = explain(refused, config)
+    assert "the auth_token of endpoint twilio-eu" in finding and "eu-account-token-0123" not in finding
+
+
+@pytest.mark.parametrize(("claims", "body_change", "finding"), [
+    ({"iat": int(NOW.timestamp()) - 900}, False, "900 s old when it arrived, more than max_token_age (300 s)"),
+    ({"iat": int(NOW.timestamp()) + 600}, False, "issued 600 s after it arrived"),
+    ({"exp": int(NOW.timestamp()) - 42}, False, "expired 42 s before it arrived"),
+    ({}, True, "The body is not the one Vonage signed"),
+], ids=["too-old", "future", "expired", "body-altered"])
+def test_explain_says_what_is_wrong_with_a_vonage_token(make_config: Any, claims: dict[str, Any], body_change: bool,
+                                                        finding: str) -> None:
+    headers, body = vonage_request(vonage_payload("delivered"), **claims)
+    if body_change:
+        body = body.replace(b"delivered", b"rejected")
+    findings = explain(refused_from("vonage-main", "vonage", headers, body, PUBLIC_URL + VONAGE_PATH), make_config())
+    assert len(findings) == 1 and finding in findings[0], findings
+
+
+def test_explain_says_an_unsigned_or_unmarked_callback_cannot_verify(make_config: Any) -> None:
+    config = make_config()
+    unsigned = refused_from("vonage-main", "vonage", {"Content-Type": "application/json"}, b"{}",
+                            PUBLIC_URL + VONAGE_PATH)
+    assert "it was sent unsigned" in explain(unsigned, config)[0]
+    bare = refused_from("twilio-main", "twilio", {"Content-Type": "application/x-www-form-urlencoded"}, b"a=b",
+                        PUBLIC_URL + TWILIO_PATH)
+    assert "no X-Twilio-Signature header" in explain(bare, config)[0]

@@ -150,7 +150,7 @@ async def test_a_store_of_an_earlier_schema_upgrades_in_place(tmp_path: Path, ve
         assert await store.keep_part("sms", "vonage", part) is not None  # schema 4
     finally:
         await store.close()
-    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 6
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == sqlite_db.SCHEMA_VERSION == 7
 
 
 async def test_a_postgres_store_of_the_previous_schema_upgrades_in_place(postgres_dsn: str) -> None:

@@ -16,7 +16,7 @@ import pytest
 import asyncpg
 
 from gateway.errors import SinkUnavailable
-from gateway.model import Fragment, Reason, Status, StatusEvent, Unread
+from gateway.model import Refused, Fragment, Reason, Status, StatusEvent, Unread
 from gateway.sinks import Store
 from gateway.sinks.base import Rows
 from gateway.sinks import postgres as postgres_module
@@ -356,3 +356,31 @@ async def test_recent_filters_by_reason_category(store: Store) -> None:
     assert [e.id for _, e in await store.recent(reason="opted_out")] == [opted_out.id]
     assert [e.reason for _, e in await store.recent(reason="unreachable")] == [unreachable.reason]
     assert await store.recent(reason="blocked") == []
+
+
+def refused_record(index: int, *, endpoint: str = "twilio-main", pad: int = 0) -> Refused:
+    body = f"MessageSid=SM{index:032d}&Pad={'x' * pad}".encode()
+    headers = {"content-type": "application/x-www-form-urlencoded", "x-twilio-signature": "Zm9yZ2Vk"}
+    return Refused(id=Refused.key(endpoint, "POST", "https://gw.example.com/t", headers, body), endpoint=endpoint,
+                   provider="twilio", code="invalid_signature", detail="signature does not match", method="POST",
+                   url="https://gw.example.com/t", query="", headers=headers, body=body,
+                   received_at=f"2031-05-17T09:30:{index:02d}.000000Z")
+
+
+async def test_the_quarantine_keeps_the_newest_of_each_endpoint_within_its_bounds(store: Store) -> None:
+    first = [refused_record(i) for i in range(30)]
+    await store.quarantine(first[:20], max_count=10, max_bytes=1 << 20)
+    await store.quarantine([*first[20:], first[25]], max_count=10, max_bytes=1 << 20)  # one twice: kept once
+    await store.quarantine([refused_record(0, endpoint="vonage-main")], max_count=10, max_bytes=1 << 20)
+    kept = await store.refused(endpoint="twilio-main")
+    assert [r.id for r in kept] == [r.id for r in reversed(first[20:])]
+    assert kept[0] == first[-1]  # read back whole: headers, body bytes, times
+    assert {(c["endpoint"], c["count"]) for c in await store.refused_counts()} == {("twilio-main", 10),
+                                                                                   ("vonage-main", 1)}
+    big = [refused_record(i, pad=1000) for i in range(40, 50)]
+    await store.quarantine(big, max_count=10, max_bytes=3 * big[0].size)
+    assert [r.id for r in await store.refused(endpoint="twilio-main")] == [r.id for r in reversed(big[-3:])]
+    await store.forget_refused([big[-1].id])
+    assert [r.id for r in await store.refused(ids=[big[-1].id, big[-2].id])] == [big[-2].id]
+    since = await store.refused(endpoint="twilio-main", since="2031-05-17T09:30:48.000000Z")
+    assert [r.id for r in since] == [big[-2].id]
