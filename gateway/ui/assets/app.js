@@ -184,6 +184,20 @@ async function loadUnread() {
   target.replaceChildren(target.lastChild);
 }
 
+async function loadRefused() {
+  const { counts } = await get("/v1/refused?limit=1");
+  const target = $("#refused");
+  if (!counts.length) {
+    return target.replaceChildren(el("p", { class: "empty" }, "None: every callback's signature verified."));
+  }
+  const rows = el("table");
+  table(rows, ["Endpoint", "Refused as", "Kept", "Last"],
+    counts.map((c) => [c.endpoint, c.code, c.count, c.last.replace("T", " ").slice(0, 19)]));
+  target.replaceChildren(el("div", { class: "scroll" }, rows),
+    el("p", { class: "hint" }, "Why, and how to rescue them: ", el("code", {}, "status-gateway explain ID"), ", then ",
+      el("code", {}, "status-gateway replay --endpoint NAME"), " (README, Refused callbacks)."));
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   for (const code of document.querySelectorAll(".empty code")) code.textContent = SIMULATE;
   $("#since").addEventListener("change", () => loadFigures().catch(console.error));
@@ -193,5 +207,6 @@ document.addEventListener("DOMContentLoaded", () => {
   });
   loadFigures().catch(console.error);
   loadUnread().catch(console.error);
+  loadRefused().catch(console.error);
   follow();
 });
