@@ -126,7 +126,7 @@ class Server:
 
 
 def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | None = None,
-          forward: dict[str, Any] | None = None) -> Server:
+          forward: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Server:
     env = {**os.environ, "TWILIO_AUTH_TOKEN": TWILIO_TOKEN, "VONAGE_SIGNATURE_SECRET": VONAGE_SECRET}
     python = [sys.executable]
     if target.startswith("gateway"):
@@ -136,6 +136,7 @@ def start(target: str, port: int, workdir: Path, workers: int = 1, dsn: str | No
             "sinks": [{"type": "log", "path": str(workdir / "events.jsonl")},
                       {"type": "postgres", "dsn": dsn} if dsn else {"type": "sqlite", "path": str(workdir / "gateway.db")}],
             **({"forward": forward} if forward else {}),
+            **(extra or {}),
         }
         (workdir / "config.yaml").write_text(yaml.safe_dump(config))
         command = python + ["-m", "gateway", "serve", "--config", str(workdir / "config.yaml"),
