@@ -361,6 +361,6 @@ def tail(config_path: str | None, count: int, follow: bool, provider: str | None
         pass
 
 
-# The forwarding commands (deliveries, delivery, redeliver), the quarantine's (refused, explain, replay)
-# and `report` register themselves on `main`.
-from gateway import cli_forwarding, cli_refused, cli_report  # noqa: E402,F401
+# The forwarding commands (deliveries, delivery, redeliver), the quarantine's (refused, explain, replay),
+# `export` and `report` register themselves on `main`.
+from gateway import cli_export, cli_forwarding, cli_refused, cli_report  # noqa: E402,F401

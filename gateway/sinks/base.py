@@ -199,6 +199,11 @@ class Store(Sink, Protocol):
         `direction`: inbound (incoming messages) or outbound (statuses); `reason`: a category."""
         ...
 
+    async def export(self, *, after_seq: int = 0, since: str | None = None, until: str | None = None,
+                     limit: int = 1000) -> list[tuple[int, StatusEvent]]:
+        """A page of events oldest first, with their seq: `export` walks the store with it."""
+        ...
+
     async def stats(self, *, window: Window, by: str = "provider", provider: str | None = None,
                     endpoint: str | None = None) -> list[dict[str, Any]]:
         """/v1/stats' groups over the messages first seen in the window (gateway/stats.py)."""

@@ -108,6 +108,22 @@ class SQLReads:
             (*params, limit))
 
 
+    async def export(self, *, after_seq: int = 0, since: str | None = None, until: str | None = None,
+                     limit: int = 1000) -> list[tuple[int, StatusEvent]]:
+        """The next page of events in the order they were stored, for `export`: seq after
+        `after_seq`, received in [since, until)."""
+        m = self.mark
+        clauses: list[str] = [f"seq > {m}1"]
+        params: list[Any] = [after_seq]
+        for column, value, op in (("received_at", since, ">="), ("received_at", until, "<")):
+            if value:
+                params.append(value)
+                clauses.append(f"{column} {op} {m}{len(params)}")
+        params.append(limit)
+        return await self._events(f"SELECT seq, body FROM events WHERE {' AND '.join(clauses)} ORDER BY seq"
+                                  f" LIMIT {m}{len(params)}", tuple(params))
+
+
 def first_times(alias: str = "") -> str:
     """A message's first sent-or-earlier and first delivered times over its events, the provider's
     and ours, as the aggregate columns start_occ, start_rcv, done_occ, done_rcv: the stats' rule
