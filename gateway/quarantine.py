@@ -35,6 +35,11 @@ log = logging.getLogger("gateway.quarantine")
 # where the request says it was sent (Twilio signs the URL).
 CHECKED_HEADERS = ("content-type", "host", "x-forwarded-proto", "x-forwarded-host")
 REFUSALS = (InvalidSignature, InvalidToken, Unsigned)
+# Seconds between the quarantine's writes. Each write takes the store's write turn; written as
+# fast as a flood refills the buffers, they held it most of the time and the valid callbacks'
+# commits waited (docs/benchmarks.md, Refused callbacks). Within the bounds, a write a second
+# keeps at most max_count rows per endpoint per second.
+FLUSH_EVERY = 1.0
 
 
 class Quarantine:
@@ -88,6 +93,7 @@ class Quarantine:
             await self._wake.wait()
             self._wake.clear()
             await self._flush()
+            await asyncio.sleep(FLUSH_EVERY)
 
     async def _flush(self) -> None:
         batch = [refused for buffer in self._buffers.values() for refused in buffer]

@@ -63,6 +63,9 @@ class SQLiteSinkConfig(SinkSettings):
     synchronous: Literal["full", "normal"] = "full"  # full: a commit survives power loss too
     busy_timeout_ms: int = Field(default=5000, ge=0)
     max_batch: int = Field(default=256, ge=1)
+    # The WAL's bound (SPEC §12): past it the checkpointer restarts the WAL, and SQLite trims the
+    # file back to it; a burst the PASSIVE checkpoints cannot keep up with no longer grows it for good.
+    wal_limit_bytes: int = Field(default=64 * 1024 * 1024, ge=1024 * 1024)
 
     def resolved(self, base: Path) -> SQLiteSinkConfig:
         return self.model_copy(update={"path": str((base / self.path).resolve())})
@@ -75,7 +78,8 @@ class SQLiteSinkConfig(SinkSettings):
         from gateway.sinks.sqlite import SQLiteSink
 
         return SQLiteSink(self.path, synchronous=self.synchronous, busy_timeout_ms=self.busy_timeout_ms,
-                          max_batch=self.max_batch, writer=not reading, parts=parts, observe=observe)
+                          max_batch=self.max_batch, writer=not reading, parts=parts, observe=observe,
+                          wal_limit_bytes=self.wal_limit_bytes)
 
 
 class PostgresSinkConfig(SinkSettings):

@@ -41,6 +41,7 @@ from gateway.sinks.sql import (
     unread_params,
 )
 from gateway.sinks.sqlite_db import WriterTurn, connect, heartbeat, migrate
+from gateway.sinks.sqlite_writer import WAL_LIMIT
 
 T = TypeVar("T")
 OUTBOX = OutboxSQL("?")
@@ -57,6 +58,7 @@ class SQLiteSink(SQLReads):
     def __init__(
         self, path: str, *, synchronous: str = "full", busy_timeout_ms: int = 5000, max_batch: int = 256,
         writer: bool = True, parts: Sequence[Part] = (), observe: Observe | None = None,
+        wal_limit_bytes: int = WAL_LIMIT,
     ) -> None:
         self.path = path
         self._with_writer = writer  # False: reads only (status, tail), no writer process
@@ -64,6 +66,7 @@ class SQLiteSink(SQLReads):
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._max_batch = max_batch
+        self._wal_limit = wal_limit_bytes
         self._writer: asyncio.subprocess.Process | None = None
         self._answers: asyncio.Task[None] | None = None
         # One batch at a time goes to the writer; while it commits, the next one gathers here: one
@@ -109,7 +112,7 @@ class SQLiteSink(SQLReads):
     async def _start_writer(self) -> None:
         self._writer = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "gateway.sinks.sqlite_writer",
-            self.path, self._synchronous, str(self._busy_timeout_ms), str(self._max_batch),
+            self.path, self._synchronous, str(self._busy_timeout_ms), str(self._max_batch), str(self._wal_limit),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         )
         self._answers = asyncio.create_task(self._read_answers(self._writer))

@@ -1,6 +1,6 @@
 """The SQLite writer process: events in on stdin, one answer per event out on stdout.
 
-    python -m gateway.sinks.sqlite_writer PATH SYNCHRONOUS BUSY_TIMEOUT_MS MAX_BATCH
+    python -m gateway.sinks.sqlite_writer PATH SYNCHRONOUS BUSY_TIMEOUT_MS MAX_BATCH [WAL_LIMIT_BYTES]
 
 Why a process and not a thread: under load the event loop holds the GIL nearly all the time, and a
 writer thread needs it back after every SQLite call; it waited longer for the GIL than for the disk
@@ -32,6 +32,7 @@ from gateway.sinks.base import Rows
 from gateway.sinks.sqlite_db import Row, WriterTurn, connect, insert_events
 
 CACHE_KIB = 64 * 1024
+WAL_LIMIT = 64 * 1024 * 1024  # bytes of WAL past which it is restarted (SQLiteSinkConfig.wal_limit_bytes)
 RANKS = {status.value: rank for status, (rank, _) in STATUS_TABLE.items()}
 
 
@@ -52,8 +53,10 @@ def row_of(line: bytes) -> Row:
 
 
 class Writer:
-    def __init__(self, path: str, synchronous: str, busy_timeout_ms: int, max_batch: int) -> None:
+    def __init__(self, path: str, synchronous: str, busy_timeout_ms: int, max_batch: int,
+                 wal_limit: int = WAL_LIMIT) -> None:
         self.path = path
+        self.wal_limit = wal_limit
         self.synchronous = synchronous
         self.busy_timeout_ms = busy_timeout_ms
         self.max_batch = max_batch
@@ -70,6 +73,8 @@ class Writer:
             self.conn.execute("PRAGMA wal_autocheckpoint = 0")
             # Index pages of a grown store: SQLite's default 2 MiB cache re-reads them every batch.
             self.conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+            # When the WAL restarts, SQLite trims the file back to this: a burst's WAL does not stay.
+            self.conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
         return self.conn
 
 
@@ -110,12 +115,28 @@ class Writer:
                 if conn is None:
                     conn = connect(self.path, synchronous=self.synchronous, busy_timeout_ms=0)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if self.wal_size() > self.wal_limit:
+                    self.restart(conn)
             except sqlite3.Error:  # busy (another worker's checkpoint) or an outage the writer reports
                 if conn is not None:
                     conn.close()
                 conn = None
         if conn is not None:
             conn.close()
+
+    def wal_size(self) -> int:
+        try:
+            return os.path.getsize(self.path + "-wal")
+        except OSError:
+            return 0
+
+    def restart(self, conn: sqlite3.Connection) -> None:
+        """Past the bound: a RESTART checkpoint copies what PASSIVE could not (a sustained burst
+        outruns it) and makes the next commit write the WAL from its start, where
+        journal_size_limit trims the file. With no busy wait (this connection's busy_timeout is 0)
+        it never holds the writer for a reader: a reader still on an old snapshot (a long export)
+        makes it a PASSIVE one, and the next commit's checkpoint tries again."""
+        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
 
     def run(self, fd_in: int, fd_out: int) -> None:
         checkpointer = threading.Thread(target=self.checkpoint, name="sqlite-checkpointer", daemon=True)
@@ -146,8 +167,10 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     path, synchronous, busy_timeout_ms, max_batch = sys.argv[1:5]
+    wal_limit = int(sys.argv[5]) if len(sys.argv) > 5 else WAL_LIMIT
     try:
-        Writer(path, synchronous, int(busy_timeout_ms), int(max_batch)).run(sys.stdin.fileno(), sys.stdout.fileno())
+        Writer(path, synchronous, int(busy_timeout_ms), int(max_batch), wal_limit).run(
+            sys.stdin.fileno(), sys.stdout.fileno())
     except BrokenPipeError:  # the gateway is gone: nobody is waiting for answers
         pass
 
