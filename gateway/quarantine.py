@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from gateway import metrics
 from gateway.config import Config, QuarantineConfig, ServerConfig
-from gateway.errors import ConfigError, GatewayError, InvalidSignature, InvalidToken, Unsigned
+from gateway.errors import ConfigError, GatewayError
 from gateway.model import Refused, parse_utc_iso, utc_iso
 from gateway.sinks import Store
 from providers.base import Inbound, Provider
@@ -34,7 +34,6 @@ log = logging.getLogger("gateway.quarantine")
 # What every check may read besides the provider's own signature headers: the body's type, and
 # where the request says it was sent (Twilio signs the URL).
 CHECKED_HEADERS = ("content-type", "host", "x-forwarded-proto", "x-forwarded-host")
-REFUSALS = (InvalidSignature, InvalidToken, Unsigned)
 # Seconds between the quarantine's writes. Each write takes the store's write turn; written as
 # fast as a flood refills the buffers, they held it most of the time and the valid callbacks'
 # commits waited (docs/benchmarks.md, Refused callbacks). Within the bounds, a write a second

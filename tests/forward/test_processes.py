@@ -114,8 +114,10 @@ def test_a_replica_killed_mid_send_leaves_its_delivery_to_the_other(
     a = start_gateway(tmp_path / "a", document)
     send(a, ["SM" + "k" * 32])
     wait_until(lambda: len(subscriber.requests) == 1)
+    # Killed mid-send before the other starts: a start-up slower than the attempt's deadline would
+    # otherwise let the first replica retry by itself before it dies.
+    a.stop(signal.SIGKILL)  # its lease stays until it ends
     b = start_gateway(tmp_path / "b", document)
-    a.stop(signal.SIGKILL)  # mid-send: its lease stays until it ends
     try:
         wait_until(lambda: query(postgres_dsn, "SELECT state FROM deliveries") == [("delivered",)])
     finally:
