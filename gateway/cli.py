@@ -11,6 +11,7 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, NoReturn
 
 import click
@@ -19,10 +20,12 @@ import orjson
 from gateway import devmode
 from gateway.config import Config, load_config, parse_config, read_document, required_variables, resolve_path
 from gateway.errors import ConfigError, GatewayError
-from gateway.model import CATEGORIES, Reason, Status, StatusEvent
+from gateway.model import CATEGORIES, Reason, Status, StatusEvent, utc_iso
 from gateway.simulate import SCENARIOS
+from gateway.stats import moment
 from providers import EVENT_PROVIDERS, PROVIDERS
 
+SINCE_HELP = "A span back from now (24h, 7d) or an ISO time."
 CONFIG_OPTION = click.option("--config", "config_path", type=click.Path(dir_okay=False),
                              help="Path of config.yaml (default ./config.yaml, then $GATEWAY_CONFIG).")
 
@@ -36,6 +39,15 @@ def main() -> None:
 def _fail(message: str) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(1)
+
+
+def _time(value: str | None, now: datetime) -> str | None:
+    """A --since/--until argument as the stores compare times (ISO 8601 UTC); None for none."""
+    try:
+        found = moment(value, now)
+    except ValueError:
+        _fail(f"{value!r} is neither a span (24h, 7d) nor an ISO 8601 time")
+    return utc_iso(found) if found else None
 
 
 def _load(config_path: str | None, *, dev_secrets: bool = False) -> Config:

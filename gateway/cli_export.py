@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from gateway.cli import CONFIG_OPTION, _fail, _load, _store, main
-from gateway.cli_refused import SINCE_HELP, _time
+from gateway.cli import CONFIG_OPTION, SINCE_HELP, _fail, _load, _store, _time, main
 from gateway.clock import system_clock
 from gateway.errors import GatewayError
 from gateway.model import StatusEvent

@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import asyncio
 from contextlib import AsyncExitStack
-from datetime import datetime
 from typing import Any, cast
 
 import click
 import orjson
 
-from gateway.cli import CONFIG_OPTION, _fail, _load, main
+from gateway.cli import CONFIG_OPTION, SINCE_HELP, _fail, _load, _time, main
 from gateway.cli_forwarding import _run_on_store
 from gateway.clock import system_clock
 from gateway.config import Config
 from gateway.errors import GatewayError
-from gateway.model import Refused, utc_iso
+from gateway.model import Refused
 from gateway.quarantine import Replayed, explain, replay
 from gateway.sinks import Store
-from gateway.stats import moment
 
-SINCE_HELP = "A span back from now (24h, 7d) or an ISO time."
 ALL = 1_000_000  # every kept one: the quarantine is bounded per endpoint anyway
-
-
-def _time(value: str | None, now: datetime) -> str | None:
-    try:
-        found = moment(value, now)
-    except ValueError:
-        _fail(f"{value!r} is neither a span (24h, 7d) nor an ISO 8601 time")
-    return utc_iso(found) if found else None
 
 
 @main.command()

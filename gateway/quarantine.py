@@ -65,11 +65,12 @@ class Quarantine:
             endpoint=endpoint, provider=provider.key, code=refusal.code, detail=str(refusal),
             method=inbound.method, url=inbound.url, query=inbound.query, headers=headers, body=inbound.body,
             received_at=utc_iso(inbound.received_at))
-        if refused.size > self._max_bytes:
+        own = refused.size
+        if own > self._max_bytes:
             return
         buffer = self._buffers.setdefault(endpoint, deque())
         buffer.append(refused)
-        size = self._bytes.get(endpoint, 0) + refused.size
+        size = self._bytes.get(endpoint, 0) + own
         while len(buffer) > self._max_count or size > self._max_bytes:
             size -= buffer.popleft().size  # what the store would drop first anyway
         self._bytes[endpoint] = size

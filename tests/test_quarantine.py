@@ -84,6 +84,19 @@ def post_all(url: str, requests: list[tuple[dict[str, str], bytes]]) -> list[int
         return list(pool.map(lambda r: http_client.post(url, headers=r[0], content=r[1]).status_code, requests))
 
 
+def refuse(tmp_path: Path, document: dict[str, Any], path: str, requests: list[tuple[dict[str, str], bytes]],
+           status: int) -> tuple[list[dict[str, Any]], str]:
+    """Send them to a gateway of this config, each refused with `status`; (what the quarantine
+    kept, once the gateway stopped, and what `explain` says of the first)."""
+    gateway = start_gateway(tmp_path, document)
+    try:
+        assert post_all(gateway.url + path, requests) == [status] * len(requests)
+        found = kept(gateway, len(requests))
+    finally:
+        gateway.stop()
+    return found, cli(tmp_path, "explain", found[0]["id"]).output
+
+
 def rewrite(tmp_path: Path, document: dict[str, Any]) -> None:
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(document))
 
@@ -147,15 +160,9 @@ def test_a_wrong_public_url_is_kept_explained_and_replayed_once_with_its_times(t
 
 def test_a_token_missing_from_the_config_is_named_and_replayed_once_added(tmp_path: Path) -> None:
     document = config_document(tmp_path)
-    gateway = start_gateway(tmp_path, document)
     new_token = "twilio_rotated_auth_token_fedcba9876543210"
-    try:
-        requests = [twilio_request(twilio_fields("delivered", sid=f"SM{i:032d}"), token=new_token) for i in range(3)]
-        assert post_all(gateway.url + TWILIO_PATH, requests) == [403] * 3
-        found = kept(gateway, 3)
-    finally:
-        gateway.stop()
-    explained = cli(tmp_path, "explain", found[0]["id"]).output
+    requests = [twilio_request(twilio_fields("delivered", sid=f"SM{i:032d}"), token=new_token) for i in range(3)]
+    found, explained = refuse(tmp_path, document, TWILIO_PATH, requests, 403)
     assert "add its current token to auth_token of endpoint twilio-main" in explained
     assert new_token not in explained
     document["endpoints"][0]["auth_token"] = ["${TWILIO_AUTH_TOKEN}", new_token]
@@ -169,21 +176,15 @@ def test_a_token_missing_from_the_config_is_named_and_replayed_once_added(tmp_pa
 def test_a_vonage_secret_missing_from_the_config_is_named_and_replayed_once_added(tmp_path: Path) -> None:
     document = config_document(tmp_path)
     document["endpoints"][1]["max_token_age"] = 30
-    gateway = start_gateway(tmp_path, document)
     other_secret = "vonage_other_account_signature_secret_01234"
-    try:
-        requests = []
-        for index in range(3):
-            body = orjson.dumps(vonage_payload("delivered", uuid_=f"aaaaaaaa-bbbb-cccc-dddd-{index:012d}"))
-            iat = int(datetime.now(timezone.utc).timestamp()) - 20  # 20 s old: within max_token_age at arrival
-            token = jwt.encode(vonage_claims(body, iat=iat), other_secret, algorithm="HS256")
-            requests.append(({"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, body))
-        assert post_all(gateway.url + VONAGE_PATH, requests) == [401] * 3
-        found = kept(gateway, 3)
-        assert {item["code"] for item in found} == {"invalid_token"}
-    finally:
-        gateway.stop()
-    explained = cli(tmp_path, "explain", found[0]["id"]).output
+    requests = []
+    for index in range(3):
+        body = orjson.dumps(vonage_payload("delivered", uuid_=f"aaaaaaaa-bbbb-cccc-dddd-{index:012d}"))
+        iat = int(datetime.now(timezone.utc).timestamp()) - 20  # 20 s old: within max_token_age at arrival
+        token = jwt.encode(vonage_claims(body, iat=iat), other_secret, algorithm="HS256")
+        requests.append(({"Content-Type": "application/json", "Authorization": f"Bearer {token}"}, body))
+    found, explained = refuse(tmp_path, document, VONAGE_PATH, requests, 401)
+    assert {item["code"] for item in found} == {"invalid_token"}
     assert "signed with a secret that is not in the config" in explained
     assert "signature_secret of endpoint vonage-main" in explained and other_secret not in explained
     assert "max_token_age" not in explained  # its age is judged at its arrival, not now
@@ -198,19 +199,13 @@ def test_a_wrong_sms_api_method_is_named_and_replayed_once_set(tmp_path: Path) -
     from tests.conftest import VONAGE_SMS_SECRET
 
     document = config_document(tmp_path)
-    gateway = start_gateway(tmp_path, document)
-    try:
-        requests = []
-        for index in range(2):
-            fields = vonage_sms_receipt("delivered", messageId=f"0A00000{index:09d}")
-            text = "".join(f"&{key}={fields[key]}" for key in sorted(fields))
-            fields["sig"] = hmac.new(VONAGE_SMS_SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
-            requests.append(({"Content-Type": "application/json"}, orjson.dumps(fields)))
-        assert post_all(gateway.url + VONAGE_SMS_PATH, requests) == [403] * 2
-        found = kept(gateway, 2)
-    finally:
-        gateway.stop()
-    explained = cli(tmp_path, "explain", found[0]["id"]).output
+    requests = []
+    for index in range(2):
+        fields = vonage_sms_receipt("delivered", messageId=f"0A00000{index:09d}")
+        text = "".join(f"&{key}={fields[key]}" for key in sorted(fields))
+        fields["sig"] = hmac.new(VONAGE_SMS_SECRET.encode(), text.encode(), hashlib.sha256).hexdigest()
+        requests.append(({"Content-Type": "application/json"}, orjson.dumps(fields)))
+    found, explained = refuse(tmp_path, document, VONAGE_SMS_PATH, requests, 403)
     assert "set signature_method: sha256 on endpoint vonage-sms-main" in explained
     document["endpoints"][2]["signature_method"] = "sha256"
     rewrite(tmp_path, document)
